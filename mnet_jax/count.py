@@ -1,0 +1,194 @@
+"""Exact Mult-Adds and parameter counts of MobileNet V1, layer by layer, from the module's own layer spec.
+
+Convention (it reproduces the paper): Mult-Adds are the multiply-accumulates of every conv and of the
+fully connected layer; BatchNorm, activations and pooling are not counted. The paper's "params" are
+conv and FC weights; `trainable_params` adds BatchNorm scale/bias and the FC bias, and equals the
+number of entries in the module's `params` collection.
+
+  python -m mnet_jax.count --alpha 0.5 --resolution 160 [--variant shallow] [--json]
+  python -m mnet_jax.count --paper
+"""
+
+import dataclasses
+import json
+
+from mnet_jax import paper
+from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from mnet_jax.models.mobilenet_v1 import VARIANTS, Layer, architecture, check_resolution
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCount:
+  layer: Layer
+  in_size: int
+  out_size: int
+  mult_adds: int
+  params: int  # weights only (the paper's convention)
+  trainable_params: int  # plus BatchNorm scale/bias or the FC bias
+
+
+def count_layers(layers, resolution):
+  """Per-layer counts for a square input of `resolution` pixels (TF 'SAME' padding: out = ceil(in / stride))."""
+  check_resolution(resolution)
+  counts, size = [], resolution
+  for layer in layers:
+    if layer.kind == "fc":  # after global average pooling
+      weights = layer.in_channels * layer.out_channels
+      counts.append(LayerCount(layer, 1, 1, weights, weights, weights + layer.out_channels))
+      continue
+    out_size = -(-size // layer.stride)
+    in_per_group = 1 if layer.kind == "depthwise" else layer.in_channels
+    weights = layer.kernel_size ** 2 * in_per_group * layer.out_channels
+    counts.append(LayerCount(layer, size, out_size, out_size ** 2 * weights, weights, weights + 2 * layer.out_channels))
+    size = out_size
+  return counts
+
+
+def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_depth=8, stem_stride=2):
+  """Totals for one model: mult_adds, params (paper convention), trainable_params, and body_mult_adds (no FC)."""
+  layers = count_layers(architecture(alpha, variant, num_classes, min_depth, stem_stride), resolution)
+  mult_adds = sum(c.mult_adds for c in layers)
+  return {
+      "alpha": alpha, "resolution": resolution, "variant": variant, "num_classes": num_classes,
+      "mult_adds": mult_adds,
+      "body_mult_adds": mult_adds - layers[-1].mult_adds,
+      "params": sum(c.params for c in layers),
+      "trainable_params": sum(c.trainable_params for c in layers),
+      "layers": layers,
+  }
+
+
+def format_layer_table(totals):
+  header = f"{'layer':<14}{'type':<11}{'stride':>6}  {'input':>16}  {'output':>16}  {'Mult-Adds':>13}  {'params':>10}"
+  lines = [header, "-" * len(header)]
+  for c in totals["layers"]:
+    l = c.layer
+    if l.kind == "fc":
+      shape_in, shape_out = f"{l.in_channels}", f"{l.out_channels}"
+    else:
+      shape_in = f"{c.in_size}x{c.in_size}x{l.in_channels}"
+      shape_out = f"{c.out_size}x{c.out_size}x{l.out_channels}"
+    kind = {"conv": f"conv {l.kernel_size}x{l.kernel_size}", "depthwise": "conv dw 3x3",
+            "pointwise": "conv 1x1", "fc": "fc"}[l.kind]
+    lines.append(f"{l.name:<14}{kind:<11}{l.stride:>6}  {shape_in:>16}  {shape_out:>16}  {c.mult_adds:>13,}  {c.params:>10,}")
+  lines.append("-" * len(header))
+  lines.append(f"total Mult-Adds {totals['mult_adds']:,} ({totals['mult_adds'] / 1e6:.1f}M), "
+               f"body only {totals['body_mult_adds']:,}")
+  lines.append(f"params (conv + FC weights) {totals['params']:,} ({totals['params'] / 1e6:.2f}M), "
+               f"trainable (+ BN scale/bias, FC bias) {totals['trainable_params']:,}")
+  return "\n".join(lines)
+
+
+TABLE2_KINDS = {"Conv 1x1": "pointwise", "Conv DW 3x3": "depthwise", "Conv 3x3": "conv", "Fully Connected": "fc"}
+
+
+def table2_rows():
+  """Table 2 for 1.0 MobileNet-224: (layer type, paper %, our %) for Mult-Adds and params."""
+  layers = count()["layers"]
+  total_ma, total_p = sum(c.mult_adds for c in layers), sum(c.params for c in layers)
+  rows = []
+  for row in paper.table2():
+    kind = TABLE2_KINDS[row["layer_type"]]
+    ma = 100 * sum(c.mult_adds for c in layers if c.layer.kind == kind) / total_ma
+    p = 100 * sum(c.params for c in layers if c.layer.kind == kind) / total_p
+    rows.append({"layer_type": row["layer_type"], "paper_mult_adds_pct": float(row["percent_mult_adds"]),
+                 "mult_adds_pct": ma, "paper_params_pct": float(row["percent_params"]), "params_pct": p,
+                 "note": row["note"]})
+  return rows
+
+
+def variant_of(model_name):
+  if model_name.startswith("Conv MobileNet"):
+    return "full_conv"
+  if model_name.startswith("Shallow"):
+    return "shallow"
+  return "standard"
+
+
+def paper_rows():
+  """Tables 4-9 MobileNet rows: the paper's Mult-Adds (M) and params (M) beside this code's."""
+  rows = []
+  for row in paper.tables():
+    if not row["alpha"]:
+      continue  # another architecture, listed in the paper for reference only
+    totals = count(float(row["alpha"]), int(row["resolution"]), variant_of(row["model"]))
+    rows.append({
+        "table": int(row["table"]), "model": row["model"],
+        "paper_mult_adds_m": float(row["million_mult_adds"]), "mult_adds_m": totals["mult_adds"] / 1e6,
+        "body_mult_adds_m": totals["body_mult_adds"] / 1e6,
+        "paper_params_m": float(row["million_params"]), "params_m": totals["params"] / 1e6,
+        "note": row["note"],
+    })
+  return rows
+
+
+def format_paper():
+  lines = ["Table 2 (1.0 MobileNet-224): share by layer type, paper vs this code (%)",
+           f"  {'type':<16}{'MA paper':>9}{'ours':>8}{'diff':>7}{'P paper':>9}{'ours':>8}{'diff':>7}  flag"]
+  for r in table2_rows():
+    d_ma, d_p = r["mult_adds_pct"] - r["paper_mult_adds_pct"], r["params_pct"] - r["paper_params_pct"]
+    flag = "KNOWN: " + r["note"] if r["note"] else ("ok" if max(abs(d_ma), abs(d_p)) <= 0.05 else "MISMATCH")
+    lines.append(f"  {r['layer_type']:<16}{r['paper_mult_adds_pct']:>9.2f}{r['mult_adds_pct']:>8.2f}{d_ma:>+7.2f}"
+                 f"{r['paper_params_pct']:>9.2f}{r['params_pct']:>8.2f}{d_p:>+7.2f}  {flag}")
+  lines += ["", "Tables 4-9: Mult-Adds (M, body + FC; body only in brackets) and params (M), paper vs this code",
+            f"  {'table':<6}{'model':<22}{'MA paper':>9}{'ours':>9}{'(body)':>10}{'diff':>7}"
+            f"{'P paper':>9}{'ours':>8}  flag"]
+  for r in paper_rows():
+    diff = r["mult_adds_m"] - r["paper_mult_adds_m"]
+    digits = len(str(r["paper_params_m"]).split(".")[1])  # compare params at the paper's printed precision
+    params_ok = round(r["params_m"], digits) == r["paper_params_m"]
+    if params_ok and abs(diff) <= 1.0:
+      flag = "ok"
+    elif params_ok and abs(r["body_mult_adds_m"] - r["paper_mult_adds_m"]) <= 1.0:
+      flag = "ok for the body-only count (the paper left the FC out here)"
+    else:
+      flag = "MISMATCH"
+    flag += f"; KNOWN: {r['note']}" if r["note"] else ""
+    lines.append(f"  {r['table']:<6}{r['model']:<22}{r['paper_mult_adds_m']:>9.0f}{r['mult_adds_m']:>9.2f}"
+                 f"{'(' + format(r['body_mult_adds_m'], '.2f') + ')':>10}{diff:>+7.2f}"
+                 f"{r['paper_params_m']:>9}{r['params_m']:>8.3f}  {flag}")
+  return "\n".join(lines)
+
+
+def parse_alpha(text):
+  try:
+    return float(text)
+  except ValueError:
+    raise ConfigError(f"alpha={text!r} is not a number; allowed: a number > 0") from None
+
+
+def parse_int(name, text):
+  try:
+    return int(text)
+  except ValueError:
+    raise ConfigError(f"{name}={text!r} is not an integer") from None
+
+
+@exit_on_config_error
+def main(argv=None):
+  parser = OneLineArgumentParser(prog="python -m mnet_jax.count", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--alpha", default="1.0", help="width multiplier, > 0")
+  parser.add_argument("--resolution", default="224", help="input size in pixels, >= 32")
+  parser.add_argument("--variant", default="standard", help=f"one of {', '.join(VARIANTS)}")
+  parser.add_argument("--num-classes", default="1000")
+  parser.add_argument("--min-depth", default="8")
+  parser.add_argument("--stem-stride", default="2")
+  parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+  parser.add_argument("--paper", action="store_true", help="print Tables 2, 4, 5, 6, 7, 9 beside this code's counts")
+  args = parser.parse_args(argv)
+  if args.paper:
+    print(format_paper())
+    return
+  totals = count(parse_alpha(args.alpha), parse_int("resolution", args.resolution), args.variant,
+                 parse_int("num_classes", args.num_classes), parse_int("min_depth", args.min_depth),
+                 parse_int("stem_stride", args.stem_stride))
+  if args.json:
+    layers = [{**dataclasses.asdict(c.layer), **{k: v for k, v in dataclasses.asdict(c).items() if k != "layer"}}
+              for c in totals["layers"]]
+    print(json.dumps({**totals, "layers": layers}))
+  else:
+    print(format_layer_table(totals))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,176 @@
+"""MobileNet V1 (Howard et al. 2017, arXiv:1704.04861), Table 1, as a Flax Linen module.
+
+`architecture()` turns Table 1 into a tuple of `Layer`s for a given width multiplier and variant.
+The module below is built from it, and so is the Mult-Adds/params counter (`mnet_jax.count`):
+one source of truth for both.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from mnet_jax.errors import ConfigError
+from mnet_jax.models.depthwise import check_impl, depthwise_conv
+
+# Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
+# (pointwise output channels, depthwise stride), global average pool, fully connected.
+# Table 1 prints the last depthwise stride as "s2"; its input and output are both 7x7, so it is 1.
+STEM_CHANNELS = 32
+BLOCKS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),  # the five 14x14x512 blocks
+    (1024, 2),
+    (1024, 1),
+)
+SHALLOW_REMOVED_BLOCKS = (7, 8, 9, 10, 11)  # Table 5's "Shallow MobileNet" drops the five 14x14x512 blocks
+
+VARIANTS = ("standard", "shallow", "full_conv")
+ACTIVATIONS = {"relu": nn.relu, "relu6": nn.relu6}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MIN_RESOLUTION = 32  # the network downsamples by 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One weight layer. kind: 'conv' (full k x k), 'depthwise', 'pointwise' (1x1) or 'fc'."""
+
+  name: str
+  kind: str
+  kernel_size: int
+  stride: int
+  in_channels: int
+  out_channels: int
+
+
+def check_alpha(alpha):
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+    raise ConfigError(f"alpha={alpha!r} is not allowed: the width multiplier must be a finite number > 0")
+
+
+def check_resolution(resolution):
+  if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
+    raise ConfigError(
+        f"resolution={resolution!r} is not allowed: it must be an integer >= {MIN_RESOLUTION} "
+        "(MobileNet V1 downsamples by 32)")
+
+
+def check_choice(name, value, allowed):
+  if value not in allowed:
+    raise ConfigError(f"{name}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")
+
+
+def check_positive_int(name, value):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
+
+
+def scaled_channels(channels, alpha, min_depth):
+  return max(int(channels * alpha), min_depth)
+
+
+def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, stem_stride=2):
+  """Table 1 as a tuple of Layers, with channels scaled by alpha (TF-Slim's max(int(d*alpha), min_depth))."""
+  check_alpha(alpha)
+  check_choice("variant", variant, VARIANTS)
+  check_positive_int("num_classes", num_classes)
+  check_positive_int("min_depth", min_depth)
+  check_choice("stem_stride", stem_stride, (1, 2))
+  channels = scaled_channels(STEM_CHANNELS, alpha, min_depth)
+  layers = [Layer("stem", "conv", 3, stem_stride, 3, channels)]
+  for number, (depth, stride) in enumerate(BLOCKS, start=1):
+    if variant == "shallow" and number in SHALLOW_REMOVED_BLOCKS:
+      continue
+    out_channels = scaled_channels(depth, alpha, min_depth)
+    if variant == "full_conv":
+      layers.append(Layer(f"block{number}_conv", "conv", 3, stride, channels, out_channels))
+    else:
+      layers.append(Layer(f"block{number}_dw", "depthwise", 3, stride, channels, channels))
+      layers.append(Layer(f"block{number}_pw", "pointwise", 1, 1, channels, out_channels))
+    channels = out_channels
+  layers.append(Layer("classifier", "fc", 1, 1, channels, num_classes))
+  return tuple(layers)
+
+
+class ConvBN(nn.Module):
+  """A conv layer of any kind (no bias), then BatchNorm and the activation."""
+
+  layer: Layer
+  activation: str
+  bn_momentum: float
+  bn_epsilon: float
+  dtype: Any
+  depthwise_impl: str
+
+  @nn.compact
+  def __call__(self, x, train):
+    layer = self.layer
+    in_per_group = 1 if layer.kind == "depthwise" else layer.in_channels
+    kernel = self.param(
+        "kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"),
+        (layer.kernel_size, layer.kernel_size, in_per_group, layer.out_channels), jnp.float32)
+    kernel = kernel.astype(self.dtype)
+    if layer.kind == "depthwise":
+      x = depthwise_conv(x, kernel, layer.stride, self.depthwise_impl)
+    elif layer.kind == "pointwise":
+      x = jnp.dot(x, kernel[0, 0])  # a 1x1 conv is a matmul over channels
+    else:
+      x = lax.conv_general_dilated(
+          x, kernel, (layer.stride, layer.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x = nn.BatchNorm(
+        use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+        dtype=self.dtype, name="bn")(x)
+    return ACTIVATIONS[self.activation](x)
+
+
+class MobileNetV1(nn.Module):
+  """MobileNet V1. Call with NHWC images (any resolution >= 32, 3 channels); returns float32 logits.
+
+  Parameters are float32 whatever the compute `dtype` ('float32' or 'bfloat16').
+  `stem_stride=1` is for small images (e.g. 32 px): it keeps 4x more positions through the net.
+  """
+
+  alpha: float = 1.0
+  num_classes: int = 1000
+  variant: str = "standard"
+  min_depth: int = 8
+  stem_stride: int = 2
+  activation: str = "relu6"
+  dropout_rate: float = 0.001
+  bn_momentum: float = 0.99
+  bn_epsilon: float = 1e-3
+  dtype: str = "float32"
+  depthwise_impl: str = "xla"
+
+  def layers(self):
+    return architecture(self.alpha, self.variant, self.num_classes, self.min_depth, self.stem_stride)
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    check_choice("activation", self.activation, tuple(ACTIVATIONS))
+    check_choice("dtype", self.dtype, tuple(DTYPES))
+    check_impl(self.depthwise_impl)
+    if not 0 <= self.dropout_rate < 1:
+      raise ConfigError(f"dropout_rate={self.dropout_rate!r} is not allowed: it must be in [0, 1)")
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ConfigError(f"images of shape {images.shape} are not allowed: expected (batch, height, width, 3)")
+    for size in images.shape[1:3]:
+      check_resolution(size)
+    dtype = DTYPES[self.dtype]
+    *convs, classifier = self.layers()
+    x = images.astype(dtype)
+    for layer in convs:
+      x = ConvBN(layer, self.activation, self.bn_momentum, self.bn_epsilon, dtype, self.depthwise_impl,
+                 name=layer.name)(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(classifier.out_channels, dtype=dtype, param_dtype=jnp.float32, name=classifier.name)(x)
+    return x.astype(jnp.float32)
