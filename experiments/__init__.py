@@ -1,0 +1,1 @@
+"""ml_collections configs: `--config experiments/<name>.py:key=value,...`."""

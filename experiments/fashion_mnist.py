@@ -1,0 +1,37 @@
+r"""Fashion-MNIST on this CPU: 28-px grayscale images resized to `resolution`, read offline from Debian's files.
+
+  python -m mnet_jax.main --config experiments/fashion_mnist.py:alpha=0.5,resolution=32 --workdir /tmp/w
+
+The stem has stride 1 (the small-image option: a stride-2 stem leaves a 32-px image 1x1 before the last
+blocks) and the recipe is the modern one with a one-cycle-like schedule: SGD-Nesterov, short linear warmup
+to lr 0.1 at batch 128, cosine decay to 0, horizontal flips. `runlocal` shrinks everything for a smoke test.
+"""
+
+from experiments import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, alpha=0.5, resolution=32, recipe="modern", runlocal=False)
+  config = common.base_config(arg.alpha, arg.resolution, arg.recipe)
+  config.model.stem_stride = 1
+  config.model.bn_momentum = 0.9
+  config.data.name = "fashion_mnist"
+  config.batch_size = 128
+  config.num_epochs = 3.0
+  config.optim.base_batch_size = 128
+  config.optim.base_learning_rate = 0.1
+  config.optim.warmup_epochs = 0.9
+  config.optim.weight_decay = 5e-5
+  config.optim.label_smoothing = 0.0
+  config.optim.ema_decay = 0.0
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 200
+  if arg.runlocal:
+    config.alpha = 0.25
+    config.batch_size = 32
+    config.num_steps = 20
+    config.data.max_train_examples = 1024
+    config.data.max_eval_examples = 256
+    config.log_every_steps = 5
+    config.checkpoint_every_steps = 10
+  return config
