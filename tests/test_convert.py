@@ -1,0 +1,165 @@
+"""Keras MobileNet V1 -> mnet_jax: exact logits parity on Keras models built here with random weights and random
+BatchNorm statistics, saved in the layout of the official files; refusal of a file for another alpha."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from mnet_jax import convert
+from mnet_jax.errors import ConfigError
+from mnet_jax.models.mobilenet_v1 import MobileNetV1
+
+LOGITS_TOLERANCE = 1e-4  # max abs difference, float32, BN in inference mode
+
+
+def keras_modules():
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  import keras
+  from keras.src.legacy.saving import legacy_h5_format
+  return keras, legacy_h5_format
+
+
+def random_keras_mobilenet(alpha, resolution, seed=0):
+  """keras.applications.MobileNet with its random (Glorot) kernels, random biases and random BN statistics.
+
+  Purely random statistics make the signal vanish within a few layers (the logits then hardly depend on the
+  input and would hide layout bugs), so the statistics are those of a random batch, then perturbed: every
+  BN layer gets a random mean and variance near what its input really has.
+  """
+  keras, _ = keras_modules()
+  keras.utils.set_random_seed(seed)
+  model = keras.applications.MobileNet(alpha=alpha, input_shape=(resolution, resolution, 3), weights=None,
+                                       classifier_activation=None)
+  rng = np.random.default_rng(seed)
+  batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+  for layer in batch_norms:
+    channels = layer.get_weights()[0].shape
+    layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.2, channels), np.zeros(channels),
+                       np.ones(channels)])
+    layer.momentum = 0.0  # one training-mode call below sets the moving statistics to the batch's
+  model(rng.uniform(-1, 1, (4, resolution, resolution, 3)).astype(np.float32), training=True)
+  for layer in batch_norms:
+    gamma, beta, mean, variance = layer.get_weights()
+    mean = mean + rng.normal(0, 0.2, mean.shape) * np.sqrt(variance)
+    layer.set_weights([gamma, beta, mean, variance * rng.uniform(0.5, 2.0, variance.shape)])
+  kernel, bias = model.get_layer("conv_preds").get_weights()
+  model.get_layer("conv_preds").set_weights([kernel, rng.normal(0, 0.5, bias.shape)])
+  return model
+
+
+def save_legacy_h5(model, path):
+  """What `model.save_weights('x.h5')` wrote before Keras 3 (the official files' layout), written by Keras's own
+  legacy HDF5 writer: top-level attribute layer_names, datasets at <layer>/<layer>/<weight>."""
+  _, legacy_h5_format = keras_modules()
+  with h5py.File(path, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def rename_to_keras2(path):
+  """Keras 3 names weights 'conv1/kernel' and depthwise filters 'conv_dw_1/kernel'; Keras 2, which wrote the
+  official files, named them 'conv1/kernel:0' and 'conv_dw_1/depthwise_kernel:0'. Rewrites the file that way."""
+  with h5py.File(path, "r+") as f:
+    for layer in f.attrs["layer_names"]:
+      group = f[layer]
+      new_names = []
+      for name in group.attrs["weight_names"]:
+        name = name.decode() if isinstance(name, bytes) else name
+        new = name + ":0"
+        if layer.startswith("conv_dw_") and "_bn" not in layer:
+          new = new.replace("/kernel:0", "/depthwise_kernel:0")
+        group.move(name, new)
+        new_names.append(new.encode())
+      if new_names:
+        group.attrs["weight_names"] = new_names
+
+
+def logits_difference(keras_model, variables, alpha, resolution, seed=1):
+  images = np.random.default_rng(seed).uniform(-1, 1, (2, resolution, resolution, 3)).astype(np.float32)
+  expected = np.asarray(keras_model(images, training=False))
+  actual = np.asarray(MobileNetV1(alpha=alpha).apply(variables, images, train=False))
+  assert actual.shape == expected.shape == (2, 1000)
+  # The logits are far from zero and depend on the input, so a layout mistake anywhere would show.
+  assert np.abs(expected).max() > 0.5 and np.abs(expected[0] - expected[1]).max() > 0.1
+  return float(np.abs(actual - expected).max())
+
+
+@pytest.fixture(scope="module")
+def small_keras_model():
+  return random_keras_mobilenet(0.25, 128)
+
+
+@pytest.mark.parametrize("alpha,resolution", [(1.0, 224), (0.25, 128)])
+def test_official_layout_logits_parity(tmp_path, alpha, resolution):
+  model = random_keras_mobilenet(alpha, resolution)
+  path = str(tmp_path / "mobilenet_tf.h5")
+  save_legacy_h5(model, path)
+  rename_to_keras2(path)
+  with h5py.File(path, "r") as f:
+    assert "layer_names" in f.attrs and "conv_dw_1/depthwise_kernel:0" in f["conv_dw_1"]
+  variables = convert.variables_from_h5(path, alpha)
+  assert logits_difference(model, variables, alpha, resolution) <= LOGITS_TOLERANCE
+
+
+@pytest.mark.parametrize("layout", ["keras3_legacy_h5", "whole_model_h5", "keras3_weights_h5", "model_object"])
+def test_other_layouts_logits_parity(tmp_path, small_keras_model, layout):
+  model = small_keras_model
+  if layout == "model_object":
+    variables = convert.variables_from_keras_model(model, 0.25)
+  else:
+    path = str(tmp_path / ("m.weights.h5" if layout == "keras3_weights_h5" else "m.h5"))
+    if layout == "keras3_legacy_h5":
+      save_legacy_h5(model, path)
+    elif layout == "whole_model_h5":
+      model.save(path)
+    else:
+      model.save_weights(path)
+    variables = convert.variables_from_h5(path, 0.25)
+  assert logits_difference(model, variables, 0.25, 128) <= LOGITS_TOLERANCE
+
+
+def test_converted_variables_match_the_model_tree(small_keras_model):
+  variables = convert.variables_from_keras_model(small_keras_model, 0.25)
+  expected = jax.eval_shape(lambda: MobileNetV1(alpha=0.25).init(jax.random.key(0), np.zeros((1, 32, 32, 3))))
+  assert jax.tree.structure(variables) == jax.tree.structure(dict(expected))
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(lambda s: s.shape, dict(expected))
+
+
+def test_file_for_another_alpha_is_refused_naming_the_layer(tmp_path, small_keras_model):
+  path = str(tmp_path / "mobilenet_2_5_128_tf.h5")
+  save_legacy_h5(small_keras_model, path)
+  with pytest.raises(ConfigError) as error:
+    convert.variables_from_h5(path, 0.5)
+  message = str(error.value)
+  assert "\n" not in message
+  assert "'conv1'" in message and "alpha=0.5 needs (3, 3, 3, 16)" in message and "looks like alpha=0.25" in message
+
+
+def test_file_without_classifier_is_refused(tmp_path):
+  keras, _ = keras_modules()
+  model = keras.applications.MobileNet(alpha=0.25, input_shape=(128, 128, 3), weights=None, include_top=False)
+  path = str(tmp_path / "mobilenet_2_5_128_tf_no_top.h5")
+  save_legacy_h5(model, path)
+  with pytest.raises(ConfigError, match=r"has no Keras layer 'conv_preds' \(a \*_no_top.h5 file has no classifier"):
+    convert.variables_from_h5(path, 0.25)
+
+
+def test_not_a_weights_file_is_refused(tmp_path):
+  path = tmp_path / "notes.h5"
+  path.write_text("not hdf5")
+  with pytest.raises(ConfigError, match="cannot read .* as HDF5"):
+    convert.variables_from_h5(str(path), 1.0)
+  with pytest.raises(ConfigError, match="is not a file"):
+    convert.variables_from_h5(str(tmp_path / "missing.h5"), 1.0)
+
+
+def test_parity_check_catches_a_layout_mistake(small_keras_model):
+  variables = convert.variables_from_keras_model(small_keras_model, 0.25)
+  kernel = variables["params"]["block1_dw"]["kernel"]
+  variables["params"]["block1_dw"]["kernel"] = kernel[::-1]  # the first depthwise filters upside down
+  assert logits_difference(small_keras_model, variables, 0.25, 128) > 100 * LOGITS_TOLERANCE
