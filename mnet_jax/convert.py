@@ -187,3 +187,67 @@ def variables_from_keras_model(keras_model, alpha, num_classes=IMAGENET_CLASSES)
 def variables_from_h5(path, alpha, num_classes=IMAGENET_CLASSES):
   """The {'params', 'batch_stats'} of MobileNetV1(alpha) holding the weights of a Keras MobileNet .h5 file."""
   return to_variables(read_h5(path), alpha, num_classes, source=repr(path))
+
+
+# Writing a workdir -------------------------------------------------------------------------------
+
+
+def eval_config(alpha, resolution, data_dir=None):
+  from experiments import imagenet_eval
+  config = imagenet_eval.get_config(f"alpha={alpha},resolution={resolution}")
+  if data_dir is not None and not os.path.isdir(data_dir):
+    raise ConfigError(f"--data-dir {data_dir!r} is not a directory")
+  config.data.data_dir = None if data_dir is None else os.path.abspath(data_dir)
+  return config
+
+
+def write_workdir(variables, alpha, resolution, out, source, data_dir=None):
+  """Writes out/config.json (experiments/imagenet_eval.py for the cell, reading imagenet2012 from tfds's
+  `data_dir`, None for tfds's default) and `variables` as checkpoint step 0."""
+  import jax
+  import jax.numpy as jnp
+  from mnet_jax import checkpoint, train
+  check_alpha(alpha)
+  check_resolution(resolution)
+  for taken in ("checkpoints", "metrics.jsonl"):
+    if os.path.exists(os.path.join(out, taken)):
+      raise ConfigError(f"--out {out!r} already holds {taken}; convert into a new directory")
+  os.makedirs(out, exist_ok=True)
+  train.write_config(eval_config(alpha, resolution, data_dir), out)
+  variables = jax.tree.map(jnp.asarray, variables)
+  checkpoint.save_variables(out, variables, step=0, meta={"converted_from": source, "train_seconds": 0.0})
+  return out
+
+
+def convert_h5(path, alpha, resolution, out, data_dir=None):
+  """A Keras MobileNet .h5 file -> workdir `out` (config.json + checkpoint step 0)."""
+  check_resolution(resolution)
+  variables = variables_from_h5(path, alpha)
+  return write_workdir(variables, alpha, resolution, out, os.path.abspath(path), data_dir)
+
+
+def convert_keras_model(keras_model, alpha, resolution, out, data_dir=None):
+  """A Keras MobileNet model object -> workdir `out` (config.json + checkpoint step 0)."""
+  check_resolution(resolution)
+  variables = variables_from_keras_model(keras_model, alpha)
+  return write_workdir(variables, alpha, resolution, out, f"Keras model {keras_model.name!r}", data_dir)
+
+
+@exit_on_config_error
+def main(argv=None):
+  parser = OneLineArgumentParser(
+      prog="python -m mnet_jax.convert",
+      description="Convert an official Keras MobileNet V1 .h5 file into a workdir that mnet_jax.evaluate restores.")
+  parser.add_argument("--keras-h5", required=True, help="e.g. mobilenet_1_0_224_tf.h5")
+  parser.add_argument("--alpha", type=float, required=True, help="width multiplier the file was trained with")
+  parser.add_argument("--resolution", type=int, required=True, help="input resolution to evaluate at")
+  parser.add_argument("--out", required=True, help="workdir to create")
+  parser.add_argument("--data-dir", help="tfds data_dir holding the prepared imagenet2012 (default: tfds's own)")
+  args = parser.parse_args(argv)
+  convert_h5(args.keras_h5, args.alpha, args.resolution, args.out, args.data_dir)
+  print(f"wrote {args.out}/config.json and checkpoint step 0; evaluate with: "
+        f"python -m mnet_jax.evaluate --workdir {args.out}")
+
+
+if __name__ == "__main__":
+  main()

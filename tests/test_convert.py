@@ -1,7 +1,10 @@
 """Keras MobileNet V1 -> mnet_jax: exact logits parity on Keras models built here with random weights and random
 BatchNorm statistics, saved in the layout of the official files; refusal of a file for another alpha."""
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -10,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from mnet_jax import convert
+from mnet_jax import checkpoint, convert
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.mobilenet_v1 import MobileNetV1
 
@@ -94,7 +97,7 @@ def small_keras_model():
   return random_keras_mobilenet(0.25, 128)
 
 
-@pytest.mark.parametrize("alpha,resolution", [(1.0, 224), (0.25, 128)])
+@pytest.mark.parametrize("alpha,resolution", [pytest.param(1.0, 224, marks=pytest.mark.slow), (0.25, 128)])
 def test_official_layout_logits_parity(tmp_path, alpha, resolution):
   model = random_keras_mobilenet(alpha, resolution)
   path = str(tmp_path / "mobilenet_tf.h5")
@@ -163,3 +166,88 @@ def test_parity_check_catches_a_layout_mistake(small_keras_model):
   kernel = variables["params"]["block1_dw"]["kernel"]
   variables["params"]["block1_dw"]["kernel"] = kernel[::-1]  # the first depthwise filters upside down
   assert logits_difference(small_keras_model, variables, 0.25, 128) > 100 * LOGITS_TOLERANCE
+
+
+# The workdir: command line, restore, evaluation on imagenet2012 (tfds mock data) ------------------
+
+
+def run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "mnet_jax.convert", *args], capture_output=True, text=True,
+                        timeout=300)
+
+
+def restore(workdir, alpha):
+  model = MobileNetV1(alpha=alpha)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)))
+  return checkpoint.restore_variables(workdir, abstract)
+
+
+@pytest.mark.slow
+def test_command_line_writes_a_workdir_restored_like_any_other(tmp_path, small_keras_model):
+  path = str(tmp_path / "mobilenet_2_5_128_tf.h5")
+  save_legacy_h5(small_keras_model, path)
+  rename_to_keras2(path)
+  out = str(tmp_path / "keras-0.25-128")
+  result = run_cli("--keras-h5", path, "--alpha", "0.25", "--resolution", "128", "--out", out)
+  assert result.returncode == 0, result.stderr
+  with open(os.path.join(out, "config.json")) as f:
+    config = json.load(f)
+  assert (config["alpha"], config["resolution"], config["variant"]) == (0.25, 128, "standard")
+  assert (config["data"]["name"], config["data"]["eval_split"], config["data"]["eval_crop_fraction"]) == (
+      "imagenet2012", "validation", 0.875)
+  assert config["data"]["max_eval_examples"] is None
+  step, variables = restore(out, 0.25)
+  assert step == 0
+  assert logits_difference(small_keras_model, variables, 0.25, 128) <= LOGITS_TOLERANCE
+
+
+def test_command_line_refuses_a_file_for_another_alpha_in_one_line(tmp_path, small_keras_model):
+  path = str(tmp_path / "mobilenet_2_5_128_tf.h5")
+  save_legacy_h5(small_keras_model, path)
+  out = str(tmp_path / "out")
+  result = run_cli("--keras-h5", path, "--alpha", "1.0", "--resolution", "224", "--out", out)
+  assert result.returncode != 0
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr
+  assert lines[0].startswith("error: ") and "Keras layer 'conv1' kernel" in lines[0] and "alpha=1.0 needs" in lines[0]
+  assert not os.path.exists(out)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, small_keras_model):
+  out = str(tmp_path / "run")
+  convert.convert_keras_model(small_keras_model, 0.25, 128, out)
+  with pytest.raises(ConfigError, match=r"already holds checkpoints; convert into a new directory"):
+    convert.convert_keras_model(small_keras_model, 0.25, 128, out)
+
+
+@pytest.mark.slow
+def test_converted_weights_evaluate_on_mock_imagenet_validation_like_keras(tmp_path):
+  """End to end: a Keras model -> workdir -> mnet_jax.evaluate on imagenet2012 'validation' (tfds mock data),
+  central crop 0.875; loss, top-1 and top-5 equal those of the Keras model's own logits on the same images."""
+  import tensorflow_datasets as tfds
+  from mnet_jax import data, evaluate
+  keras_model = random_keras_mobilenet(0.25, 32)
+  out = str(tmp_path / "keras-0.25-32")
+  convert.convert_keras_model(keras_model, 0.25, 32, out)
+  config_path = os.path.join(out, "config.json")
+  with open(config_path) as f:
+    config = json.load(f)
+  config["batch_size"] = 8  # 13 examples: two batches, the last one padded and masked
+  with open(config_path, "w") as f:
+    json.dump(config, f)
+  with tfds.testing.mock_data(num_examples=13):
+    record = evaluate.evaluate_workdir(out)
+    batches = list(data.build(evaluate.load_config(out), eval_only=True).eval_batches())
+  images = np.concatenate([b["images"][b["mask"] > 0] for b in batches])
+  labels = np.concatenate([b["labels"][b["mask"] > 0] for b in batches])
+  logits = np.asarray(keras_model(images, training=False))
+  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(
+      1, keepdims=True)
+  top5 = np.argsort(-logits, axis=1)[:, :5]
+  assert record["final"] and record["split"] == "validation" and record["num_examples"] == len(labels) == 13
+  assert (record["alpha"], record["resolution"], record["step"]) == (0.25, 32, 0)
+  assert record["test_loss"] == pytest.approx(-log_probs[np.arange(13), labels].mean(), abs=1e-4)
+  assert record["test_top1"] == pytest.approx((top5[:, 0] == labels).mean())
+  assert record["test_top5"] == pytest.approx((top5 == labels[:, None]).any(1).mean())
+  with open(os.path.join(out, "metrics.jsonl")) as f:
+    assert json.loads(f.readlines()[-1])["test_top1"] == record["test_top1"]
