@@ -1,7 +1,7 @@
 """Official Keras MobileNet V1 ImageNet weights -> a workdir this project restores like any other.
 
-Keras publishes ImageNet weights for exactly the paper's 16 cells: `mobilenet_{1_0,7_5,5_0,2_5}_{224,192,160,128}_tf.h5`
-(alpha 1.0, 0.75, 0.5, 0.25 at resolution 224 ... 128). The network is the one `MobileNetV1` builds with its
+Keras publishes ImageNet weights for exactly the paper's 16 cells,
+`mobilenet_{1_0,7_5,5_0,2_5}_{224,192,160,128}_tf.h5` (alpha 1.0, 0.75, 0.5, 0.25 at resolution 224 ... 128). The network is the one `MobileNetV1` builds with its
 defaults (ReLU6, BN epsilon 1e-3, TF 'SAME' padding, 1000 classes, inputs in [-1, 1]), so converting is renaming
 and reshaping:
 
@@ -14,15 +14,15 @@ and reshaping:
     python -m mnet_jax.convert --keras-h5 mobilenet_1_0_224_tf.h5 --alpha 1.0 --resolution 224 --out DIR
 
 writes DIR/config.json (experiments/imagenet_eval.py for that cell) and the variables as checkpoint step 0 in
-DIR/checkpoints, so `python -m mnet_jax.evaluate --workdir DIR` evaluates it and training can start from it.
-In Python, `variables_from_keras_model(model, alpha)` converts a Keras model object (Keras 2 or 3).
+DIR/checkpoints, so `python -m mnet_jax.evaluate --workdir DIR` evaluates it like any other run. In Python,
+`convert_keras_model(model, alpha, resolution, out)` does the same from a Keras model object (Keras 2 or 3) and
+`variables_from_keras_model(model, alpha)` returns the plain {'params', 'batch_stats'} dict.
 
 Three HDF5 layouts are read: what Keras 2 `save_weights` wrote (the official files: top-level `layer_names`,
 datasets `conv_dw_1/conv_dw_1/depthwise_kernel:0`), a whole model saved as .h5 (the same under `model_weights`),
 and Keras 3's `.weights.h5` (`layers/<key>/vars/<i>`, the layer name in an attribute).
 """
 
-import json
 import os
 
 import numpy as np
@@ -72,6 +72,8 @@ def read_h5(path):
         return read_keras3_group(f["layers"])
   except OSError as e:
     raise ConfigError(f"cannot read {path!r} as HDF5: {e}") from None
+  except KeyError as e:  # a layer or weight listed in the file's attributes but not stored
+    raise ConfigError(f"{path!r} is damaged or not a Keras weights file: {e}") from None
   raise ConfigError(f"{path!r} is not a Keras weights file (no 'layer_names' attribute, 'model_weights' or 'layers' "
                     "group)")
 
@@ -125,15 +127,18 @@ def expected_shapes(alpha, num_classes):
   return jax.tree.map(lambda s: tuple(s.shape), abstract)
 
 
-def take(keras_weights, layer, weight, source):
+def layer_weights(keras_weights, layer, names, source):
+  """The arrays `names` of Keras layer `layer`; refuses a missing layer and missing or extra weights (a conv with a
+  bias, say, which MobileNet V1 does not have: ignoring it would change the outputs)."""
   if layer not in keras_weights:
     hint = " (a *_no_top.h5 file has no classifier; use mobilenet_A_R_tf.h5)" if layer == CLASSIFIER else ""
     raise ConfigError(f"{source} has no Keras layer {layer!r}{hint}; is it a Keras MobileNet V1 (keras.applications."
                       "MobileNet) file?")
-  if weight not in keras_weights[layer]:
-    raise ConfigError(f"{source}: Keras layer {layer!r} has no weight {weight!r} (it has "
-                      f"{', '.join(keras_weights[layer])})")
-  return keras_weights[layer][weight]
+  have = keras_weights[layer]
+  if sorted(have) != sorted(names):
+    raise ConfigError(f"{source}: Keras layer {layer!r} has weights {', '.join(have)}; MobileNet V1 needs exactly "
+                      f"{', '.join(names)}")
+  return [have[name] for name in names]
 
 
 def check_shape(array, expected, layer, weight, alpha, keras_weights, source):
@@ -156,17 +161,16 @@ def to_variables(keras_weights, alpha, num_classes=IMAGENET_CLASSES, source="the
   shapes = expected_shapes(alpha, num_classes)
   params, batch_stats = {}, {}
   for ours, (conv, bn) in keras_layer_names().items():
-    kernel = take(keras_weights, conv, "kernel", source)
+    kernel, = layer_weights(keras_weights, conv, ("kernel",), source)
     if ours.endswith("_dw") and kernel.ndim == 4:
       kernel = kernel.transpose(0, 1, 3, 2)  # Keras (3, 3, C, depth_multiplier=1) -> feature groups (3, 3, 1, C)
     check_shape(kernel, shapes["params"][ours]["kernel"], conv, "kernel", alpha, keras_weights, source)
-    gamma, beta, mean, variance = (take(keras_weights, bn, name, source) for name in BN_WEIGHTS)
+    gamma, beta, mean, variance = layer_weights(keras_weights, bn, BN_WEIGHTS, source)
     for name, array in zip(BN_WEIGHTS, (gamma, beta, mean, variance)):
       check_shape(array, shapes["params"][ours]["bn"]["scale"], bn, name, alpha, keras_weights, source)
     params[ours] = {"kernel": kernel, "bn": {"scale": gamma, "bias": beta}}
     batch_stats[ours] = {"bn": {"mean": mean, "var": variance}}
-  kernel = take(keras_weights, CLASSIFIER, "kernel", source)
-  bias = take(keras_weights, CLASSIFIER, "bias", source)
+  kernel, bias = layer_weights(keras_weights, CLASSIFIER, ("kernel", "bias"), source)
   if kernel.ndim == 4 and kernel.shape[:2] == (1, 1):
     kernel = kernel[0, 0]
   check_shape(kernel, shapes["params"]["classifier"]["kernel"], CLASSIFIER, "kernel", alpha, keras_weights, source)

@@ -251,3 +251,15 @@ def test_converted_weights_evaluate_on_mock_imagenet_validation_like_keras(tmp_p
   assert record["test_top5"] == pytest.approx((top5 == labels[:, None]).any(1).mean())
   with open(os.path.join(out, "metrics.jsonl")) as f:
     assert json.loads(f.readlines()[-1])["test_top1"] == record["test_top1"]
+
+
+def test_extra_or_missing_weights_in_a_layer_are_refused(small_keras_model):
+  keras_weights = convert.weights_of_model(small_keras_model)
+  keras_weights["conv1"]["bias"] = np.zeros(8, np.float32)  # a conv bias MobileNet V1 does not have
+  with pytest.raises(ConfigError, match=r"Keras layer 'conv1' has weights kernel, bias; MobileNet V1 needs exactly "
+                                        r"kernel$"):
+    convert.to_variables(keras_weights, 0.25)
+  del keras_weights["conv1"]["bias"]
+  keras_weights["extra_dense"] = {"kernel": np.zeros((2, 2), np.float32)}
+  with pytest.raises(ConfigError, match=r"weights that MobileNet V1 does not have: extra_dense"):
+    convert.to_variables(keras_weights, 0.25)
