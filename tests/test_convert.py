@@ -1,6 +1,7 @@
 """Keras MobileNet V1 -> mnet_jax: exact logits parity on Keras models built here with random weights and random
 BatchNorm statistics, saved in the layout of the official files; refusal of a file for another alpha."""
 
+import functools
 import json
 import os
 import subprocess
@@ -92,14 +93,19 @@ def logits_difference(keras_model, variables, alpha, resolution, seed=1):
   return float(np.abs(actual - expected).max())
 
 
-@pytest.fixture(scope="module")
+@functools.cache
+def cached_keras_mobilenet(alpha, resolution):
+  return random_keras_mobilenet(alpha, resolution)
+
+
+@pytest.fixture
 def small_keras_model():
-  return random_keras_mobilenet(0.25, 128)
+  return cached_keras_mobilenet(0.25, 128)
 
 
 @pytest.mark.parametrize("alpha,resolution", [pytest.param(1.0, 224, marks=pytest.mark.slow), (0.25, 128)])
 def test_official_layout_logits_parity(tmp_path, alpha, resolution):
-  model = random_keras_mobilenet(alpha, resolution)
+  model = cached_keras_mobilenet(alpha, resolution)
   path = str(tmp_path / "mobilenet_tf.h5")
   save_legacy_h5(model, path)
   rename_to_keras2(path)
