@@ -269,3 +269,16 @@ def test_extra_or_missing_weights_in_a_layer_are_refused(small_keras_model):
   keras_weights["extra_dense"] = {"kernel": np.zeros((2, 2), np.float32)}
   with pytest.raises(ConfigError, match=r"weights that MobileNet V1 does not have: extra_dense"):
     convert.to_variables(keras_weights, 0.25)
+
+
+def test_keras_itself_loads_the_keras2_style_file(tmp_path, small_keras_model):
+  """The file the parity test converts is one Keras's loader accepts the way it loads the official files
+  (`model.load_weights('mobilenet_..._tf.h5')` in keras.applications), and it holds the same weights."""
+  keras, _ = keras_modules()
+  path = str(tmp_path / "mobilenet_2_5_128_tf.h5")
+  save_legacy_h5(small_keras_model, path)
+  rename_to_keras2(path)
+  fresh = keras.applications.MobileNet(alpha=0.25, input_shape=(128, 128, 3), weights=None, classifier_activation=None)
+  fresh.load_weights(path)
+  for expected, loaded in zip(small_keras_model.get_weights(), fresh.get_weights()):
+    np.testing.assert_array_equal(expected, loaded)
