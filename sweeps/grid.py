@@ -1,0 +1,202 @@
+"""A sweep: a config file's base config and the cells its `sweep(add, arg)` declares, each with its own workdir.
+
+A sweep file (experiments/table6.py, ...) has `get_config(arg=None)` (the base config) and `sweep(add, arg=None)`,
+which calls `add(**overrides)` once per cell, over any config field (dotted names via `add(**{"optim.x": 1})`).
+A cell's config is the base config, then the command line's `--config.field=value` overrides, then the cell's.
+Its workdir name is deterministic: `a{alpha}_r{resolution}`, then `_{field}={value}` for every other field the
+cell sets to a value that differs from the base config, so the same cell in two sweeps has the same name.
+"""
+
+import ast
+import dataclasses
+import glob
+import importlib.util
+import inspect
+import json
+import os
+import re
+
+import ml_collections
+
+from mnet_jax.errors import ConfigError
+
+SWEEP_FILE = "sweep.json"  # written into the sweep's workdir; the report reads the cell list from it
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  index: int
+  name: str
+  overrides: dict  # what the sweep's add() set, dotted field -> value
+  config: ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  name: str  # also the wandb group of its runs
+  spec: str  # "path/to/sweep.py[:arg]", the path absolute
+  command_line: tuple  # ("field", "text") pairs from --config.field=text
+  cells: tuple
+
+  def check_index(self, index):
+    if not 0 <= index < len(self.cells):
+      raise ConfigError(f"--cell {index} is out of range: sweep {self.name!r} has {len(self.cells)} cells "
+                        f"(0-{len(self.cells) - 1}; --list prints them)")
+    return self.cells[index]
+
+
+def sweep_files(directory):
+  """The files of `directory` that declare a sweep."""
+  names = []
+  for path in sorted(glob.glob(os.path.join(directory, "*.py"))):
+    with open(path) as f:
+      if re.search(r"^def sweep\(", f.read(), re.MULTILINE):
+        names.append(os.path.basename(path))
+  return names
+
+
+def load_module(path):
+  """Imports a config file by path (like ml_collections' config_flags)."""
+  if not os.path.isfile(path):
+    available = sweep_files(os.path.dirname(path) or ".")
+    where = os.path.dirname(path) or "."
+    raise ConfigError(f"sweep config {path!r} does not exist; sweeps in {where}/: "
+                      f"{', '.join(available) if available else 'none'}")
+  module_name = "sweep_config_" + re.sub(r"\W", "_", os.path.abspath(path))
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for function in ("get_config", "sweep"):
+    if not callable(getattr(module, function, None)):
+      available = sweep_files(os.path.dirname(path) or ".")
+      raise ConfigError(f"{path!r} declares no {function}(); it is not a sweep config (sweeps beside it: "
+                        f"{', '.join(available) if available else 'none'})")
+  return module
+
+
+def field_type(config, dotted):
+  """The type of config field `dotted` ("optim.base_learning_rate"); a one-line error when there is none."""
+  *parents, leaf = dotted.split(".")
+  node = config
+  for i, key in enumerate(parents):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      raise ConfigError(f"config field {'.'.join(parents[:i + 1])!r} does not exist (overriding {dotted!r})")
+    node = node[key]
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ConfigError(f"config field {dotted!r} does not exist")
+  return node.get_type(leaf)
+
+
+def parse_value(config, dotted, text):
+  """Command-line text for field `dotted`, as the field's type: strings stay strings, the rest are literals."""
+  kind = field_type(config, dotted)
+  if kind is str:
+    return text
+  if kind is bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise ConfigError(f"--config.{dotted}={text!r} is not a boolean; allowed: true, false")
+    return text.lower() in ("true", "1")
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    if kind is type(None):  # a placeholder without a type: keep the text
+      return text
+    raise ConfigError(f"--config.{dotted}={text!r} is not a valid {kind.__name__}") from None
+
+
+def set_fields(config, values, source):
+  """Sets dotted fields of config; unknown fields and wrong types are one-line errors naming `source`."""
+  for dotted, value in values.items():
+    field_type(config, dotted)
+    try:
+      config.update_from_flattened_dict({dotted: value})
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"{source} sets {dotted}={value!r}, which the field does not take: {e}") from None
+
+
+def format_value(value):
+  text = f"{value:g}" if isinstance(value, float) else str(value)
+  return re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
+
+
+def cell_name(config, overrides, base):
+  parts = [f"a{format_value(float(config.alpha))}", f"r{config.resolution}"]
+  for dotted, value in overrides.items():
+    if dotted not in ("alpha", "resolution") and value != flat_get(base, dotted):
+      parts.append(f"{dotted}={format_value(value)}")
+  return "_".join(parts)
+
+
+def flat_get(config, dotted):
+  node = config
+  for key in dotted.split("."):
+    node = node[key]
+  return node
+
+
+def sweep_name(path, arg):
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return stem + (f"_{format_value(arg)}" if arg else "")
+
+
+def load(spec, command_line=()):
+  """The Sweep of "path.py[:arg]" with the command line's (field, text) overrides applied to every cell."""
+  path, _, arg = spec.partition(":")
+  arg = arg or None
+  path = os.path.abspath(path)
+  module = load_module(path)
+  name = sweep_name(path, arg)
+  requests = []
+  add = lambda **overrides: requests.append(overrides)  # noqa: E731
+  if len(inspect.signature(module.sweep).parameters) > 1:
+    module.sweep(add, arg)
+  else:
+    module.sweep(add)
+  if not requests:
+    raise ConfigError(f"sweep {name!r} declares no cells: its sweep(add) never calls add()")
+
+  base = module.get_config(arg)
+  command_values = {dotted: parse_value(base, dotted, text) for dotted, text in command_line}
+  set_fields(base, command_values, "the command line")
+  swept = sorted({dotted for overrides in requests for dotted in overrides})
+  for dotted in swept:
+    if dotted in command_values:
+      raise ConfigError(f"--config.{dotted} cannot be overridden: sweep {name!r} sets it in every cell")
+  cells, names = [], {}
+  for index, overrides in enumerate(requests):
+    config = module.get_config(arg)
+    set_fields(config, command_values, "the command line")
+    set_fields(config, overrides, f"cell {index} of sweep {name!r}")
+    cell = cell_name(config, overrides, base)
+    if cell in names:
+      raise ConfigError(f"sweep {name!r} declares cell {cell!r} twice (cells {names[cell]} and {index})")
+    names[cell] = index
+    if config.wandb.get("group") is None:
+      config.wandb.group = name
+    if config.wandb.get("name") is None:
+      config.wandb.name = f"{name}/{cell}"
+    cells.append(Cell(index, cell, dict(overrides), config))
+  return Sweep(name, path + (f":{arg}" if arg else ""), tuple(command_line), tuple(cells))
+
+
+def describe(sweep):
+  """{"name", "spec", "command_line", "cells": [{"index", "name", "overrides"}]}: what sweep.json holds."""
+  return {"name": sweep.name, "spec": sweep.spec, "command_line": [list(pair) for pair in sweep.command_line],
+          "cells": [{"index": c.index, "name": c.name, "overrides": c.overrides} for c in sweep.cells]}
+
+
+def write_description(workdir, sweep):
+  """Writes workdir/sweep.json atomically (array jobs may write it at the same time; they write the same text)."""
+  path = os.path.join(workdir, SWEEP_FILE)
+  temporary = f"{path}.{os.getpid()}.tmp"
+  with open(temporary, "w") as f:
+    json.dump(describe(sweep), f, indent=2, default=str)
+  os.replace(temporary, path)
+
+
+def read_description(workdir):
+  path = os.path.join(workdir, SWEEP_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,355 @@
+r"""Trains every cell of a sweep, skipping finished cells and resuming interrupted ones, then writes the report.
+
+  python -m sweeps.launch --config experiments/grid16.py[:data=imagenet] --workdir runs/grid16 \
+      [--executor local|slurm|submitit-local] [--cell K] [--list] [--config.field=value ...]
+
+Executors:
+- `local` (default): the cells one after another in this process; with several local GPUs (or `--parallel N`),
+  N cells at a time, each in its own `--cell K` process pinned to one GPU.
+- `--cell K`: only cell K (for array schedulers: SLURM arrays, Kubernetes Indexed Jobs); `--list` prints the cells.
+- `slurm`: one SLURM job array through submitit, one task per unfinished cell; `--executor-param KEY=VALUE`
+  goes to submitit's `update_parameters` (slurm_partition=gpu, gpus_per_node=1, timeout_min=1440, ...).
+  `submitit-local` is the same path with submitit's local executor (real processes on this machine).
+
+A cell is finished when its metrics.jsonl has a `"final": true` line. A failing cell leaves its error in
+`<cell>/error.json`, the other cells go on, and the exit status is 1. The report (results.csv, plots,
+report.md) is rebuilt at the end, or at any time with `python -m sweeps.report --workdir DIR`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from sweeps import grid
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+ERROR_FILE = "error.json"
+LATENCY_FILE = "latency.json"
+LATENCY_RUNS = 50
+
+
+def is_finished(cell_dir):
+  from mnet_jax import metrics
+  return metrics.final_metrics(cell_dir) is not None
+
+
+def needs_work(workdir, cell):
+  """Not finished, or finished without a latency measurement."""
+  cell_dir = os.path.join(workdir, cell.name)
+  return not is_finished(cell_dir) or not os.path.exists(os.path.join(cell_dir, LATENCY_FILE))
+
+
+def check_writable(workdir):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"workdir {workdir!r} is not writable ({e.strerror or e})") from None
+
+
+def measure_latency(config, cell_dir):
+  """Median wall time (ms) of one jitted batch-1 forward pass at the cell's resolution, on this machine's device.
+
+  Timed with random weights: the network does the same arithmetic whatever the weights are.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from mnet_jax import data as data_lib, train
+  num_classes = data_lib.build(config, eval_only=True).num_classes
+  model = train.model_from_config(config, num_classes)
+  image = jnp.zeros((1, config.resolution, config.resolution, 3), jnp.float32)
+  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), image, train=False))()
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  forward(variables, image).block_until_ready()  # compile
+  times = []
+  for _ in range(LATENCY_RUNS):
+    start = time.perf_counter()
+    forward(variables, image).block_until_ready()
+    times.append(time.perf_counter() - start)
+  record = {"latency_ms": 1000 * float(np.median(times)), "runs": LATENCY_RUNS, "batch_size": 1,
+            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend()}
+  write_json(os.path.join(cell_dir, LATENCY_FILE), record)
+  return record
+
+
+def write_json(path, record):
+  with open(path + ".tmp", "w") as f:
+    json.dump(record, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def run_cell(spec, command_line, workdir, index):
+  """Trains cell `index` (idempotent: a finished cell only gets its latency measured if that is missing).
+
+  Returns {"index", "name", "status": "trained"|"skipped"|"failed", "seconds", "test_top1", "error"}; errors
+  in the cell are recorded in <cell>/error.json, not raised. Top-level so submitit can pickle it.
+  """
+  sweep = grid.load(spec, command_line)
+  cell = sweep.check_index(index)
+  cell_dir = os.path.join(workdir, cell.name)
+  os.makedirs(cell_dir, exist_ok=True)
+  error_path = os.path.join(cell_dir, ERROR_FILE)
+  result = {"index": index, "name": cell.name, "status": "skipped", "seconds": 0.0, "test_top1": None, "error": None}
+  start = time.time()
+  try:
+    if not is_finished(cell_dir):
+      from mnet_jax import data as data_lib, train
+      data_lib.hide_gpus_from_tensorflow()
+      train.train_and_evaluate(cell.config, cell_dir)
+      result["status"] = "trained"
+    if not os.path.exists(os.path.join(cell_dir, LATENCY_FILE)):
+      measure_latency(cell.config, cell_dir)
+    from mnet_jax import metrics
+    result["test_top1"] = metrics.final_metrics(cell_dir)["test_top1"]
+    if os.path.exists(error_path):
+      os.remove(error_path)
+  except Exception as e:  # a failing cell must not stop the others; its error is kept beside it
+    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    write_json(error_path, {"error": message, "traceback": traceback.format_exc(), "time": time.time()})
+    result.update(status="failed", error=message)
+  result["seconds"] = time.time() - start
+  return result
+
+
+def format_seconds(seconds):
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+  """Prints cells done / total, the current cell and an ETA (mean time of the cells trained so far)."""
+
+  def __init__(self, sweep):
+    self.sweep, self.total = sweep, len(sweep.cells)
+    self.done, self.failed, self.trained_seconds, self.trained = 0, 0, 0.0, 0
+
+  def eta(self, running=0):
+    if not self.trained:
+      return "ETA after the first cell"
+    left = self.total - self.done - self.failed
+    return f"ETA {format_seconds(self.trained_seconds / self.trained * max(left - running, 0))}"
+
+  def start(self, cell, running=1):
+    print(f"[{self.sweep.name}] {self.done + self.failed}/{self.total} done ({self.failed} failed); "
+          f"cell {cell.index} {cell.name}; {self.eta(running)}", flush=True)
+
+  def finish(self, result):
+    if result["status"] == "failed":
+      self.failed += 1
+      print(f"[{self.sweep.name}] cell {result['index']} {result['name']} FAILED: {result['error']}", flush=True)
+      return
+    self.done += 1
+    if result["status"] == "trained":
+      self.trained += 1
+      self.trained_seconds += result["seconds"]
+    top1 = f"test top-1 {result['test_top1']:.4f}" if result["test_top1"] is not None else ""
+    print(f"[{self.sweep.name}] cell {result['index']} {result['name']} {result['status']} in "
+          f"{format_seconds(result['seconds'])}: {top1}", flush=True)
+
+
+def run_sequential(sweep, workdir):
+  progress = Progress(sweep)
+  results = []
+  for cell in sweep.cells:
+    if not needs_work(workdir, cell):
+      results.append({"index": cell.index, "name": cell.name, "status": "skipped"})
+      progress.done += 1
+      continue
+    progress.start(cell)
+    result = run_cell(sweep.spec, sweep.command_line, workdir, cell.index)
+    progress.finish(result)
+    results.append(result)
+  return results
+
+
+def cell_command(sweep, workdir, index):
+  command = [sys.executable, "-m", "sweeps.launch", "--config", sweep.spec, "--workdir", workdir,
+             "--cell", str(index), "--no-report"]
+  return command + [f"--config.{dotted}={text}" for dotted, text in sweep.command_line]
+
+
+def local_gpus():
+  """How many GPUs this machine has, without initialising JAX here (it would take their memory)."""
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  if visible is not None:
+    return [d for d in visible.split(",") if d.strip()]
+  try:
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def run_parallel(sweep, workdir, slots, gpus):
+  """`slots` cells at a time, each a `--cell K` process (pinned to one GPU when there are GPUs)."""
+  progress = Progress(sweep)
+  pending = [c for c in sweep.cells if needs_work(workdir, c)]
+  progress.done = len(sweep.cells) - len(pending)
+  running, results = {}, []
+  free = list(range(slots))
+  while pending or running:
+    while pending and free:
+      cell, slot = pending.pop(0), free.pop(0)
+      env = dict(os.environ)
+      if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot]
+      progress.start(cell, running=len(running) + 1)
+      os.makedirs(os.path.join(workdir, cell.name), exist_ok=True)
+      log = open(os.path.join(workdir, cell.name, "launch.log"), "a")
+      process = subprocess.Popen(cell_command(sweep, workdir, cell.index), env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+      running[process] = (cell, slot, time.time(), log)
+    time.sleep(0.5)
+    for process in [p for p in running if p.poll() is not None]:
+      cell, slot, start, log = running.pop(process)
+      log.close()
+      free.append(slot)
+      result = {"index": cell.index, "name": cell.name, "seconds": time.time() - start, "status": "trained",
+                "test_top1": None, "error": None}
+      if process.returncode != 0 or not is_finished(os.path.join(workdir, cell.name)):
+        result.update(status="failed", error=cell_error(workdir, cell, process.returncode))
+      else:
+        from mnet_jax import metrics
+        result["test_top1"] = metrics.final_metrics(os.path.join(workdir, cell.name))["test_top1"]
+      progress.finish(result)
+      results.append(result)
+  return results
+
+
+def cell_error(workdir, cell, returncode):
+  path = os.path.join(workdir, cell.name, ERROR_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)["error"]
+  return f"the cell's process exited with status {returncode}; see {os.path.join(workdir, cell.name, 'launch.log')}"
+
+
+def parse_executor_params(items):
+  import ast
+  params = {}
+  for item in items:
+    key, has_value, text = item.partition("=")
+    if not has_value or not key:
+      raise ConfigError(f"--executor-param {item!r} is not KEY=VALUE (e.g. slurm_partition=gpu)")
+    try:
+      params[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      params[key] = text
+  return params
+
+
+def run_submitit(sweep, workdir, cluster, params):
+  """One job array (submitit map_array) over the unfinished cells; waits for it, printing progress."""
+  import submitit
+  pending = [c for c in sweep.cells if needs_work(workdir, c)]
+  progress = Progress(sweep)
+  progress.done = len(sweep.cells) - len(pending)
+  if not pending:
+    return []
+  executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit", "%j"), cluster=cluster)
+  executor.update_parameters(name=sweep.name, timeout_min=24 * 60)
+  try:
+    executor.update_parameters(**params)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"--executor-param: {e}") from None
+  indices = [c.index for c in pending]
+  count = len(indices)
+  jobs = executor.map_array(run_cell, [sweep.spec] * count, [sweep.command_line] * count, [workdir] * count, indices)
+  print(f"[{sweep.name}] submitted {count} cells as {cluster} job array {jobs[0].job_id.split('_')[0]}; "
+        f"logs in {os.path.join(workdir, 'submitit')}", flush=True)
+  results = []
+  for cell, job in zip(pending, jobs):
+    try:
+      result = job.result()
+    except Exception as e:  # the job itself died (preempted, killed, out of memory)
+      result = {"index": cell.index, "name": cell.name, "status": "failed", "seconds": 0.0, "test_top1": None,
+                "error": f"job {job.job_id}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"}
+    progress.finish(result)
+    results.append(result)
+  return results
+
+
+def finish(sweep, workdir, results, write_report):
+  failed = [r for r in results if r["status"] == "failed"]
+  if write_report:
+    from sweeps import report
+    paths = report.write(workdir)
+    report.log_to_wandb(workdir, sweep.name, sweep.cells[0].config.wandb)
+    print(f"[{sweep.name}] report: {paths['report']}\n[{sweep.name}] results: {paths['results']}\n"
+          f"[{sweep.name}] plots: {', '.join(paths['plots'])}", flush=True)
+  if failed:
+    print(f"[{sweep.name}] {len(failed)} of {len(sweep.cells)} cells failed: "
+          f"{', '.join(r['name'] for r in failed)} (errors in <cell>/{ERROR_FILE})", flush=True)
+    return 1
+  return 0
+
+
+def parse_args(argv):
+  parser = OneLineArgumentParser(prog="python -m sweeps.launch", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--config", required=True, help="a sweep config, path.py[:arg] (experiments/grid16.py, ...)")
+  parser.add_argument("--workdir", help="the sweep's directory: one subdirectory per cell, results, plots")
+  parser.add_argument("--executor", default="local", choices=EXECUTORS)
+  parser.add_argument("--cell", type=int, help="run only cell K (0-based; --list prints them)")
+  parser.add_argument("--list", action="store_true", help="print the cells with their index and exit")
+  parser.add_argument("--parallel", type=int, help="local executor: cells at a time (default: 1, or the number of "
+                      "GPUs when there are several)")
+  parser.add_argument("--executor-param", action="append", default=[], metavar="KEY=VALUE",
+                      help="slurm/submitit-local: a submitit parameter (repeatable)")
+  parser.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
+  args, rest = parser.parse_known_args(argv)
+  command_line = []
+  for item in rest:
+    field, has_value, text = item.partition("=")
+    if not field.startswith("--config.") or not has_value:
+      parser.error(f"unrecognized argument {item!r}; config fields are overridden as --config.field=value")
+    command_line.append((field[len("--config."):], text))
+  return args, command_line
+
+
+@exit_on_config_error
+def main(argv=None):
+  args, command_line = parse_args(argv)
+  sweep = grid.load(args.config, command_line)
+  if args.list:
+    for cell in sweep.cells:
+      print(f"{cell.index:>3}  {cell.name}  {json.dumps(cell.overrides)}")
+    return 0
+  if args.cell is not None:
+    sweep.check_index(args.cell)
+  if not args.workdir:
+    raise ConfigError("--workdir is required (except with --list)")
+  if args.parallel is not None and args.parallel < 1:
+    raise ConfigError(f"--parallel {args.parallel} is not allowed: it must be >= 1")
+  workdir = os.path.abspath(args.workdir)
+  check_writable(workdir)
+  grid.write_description(workdir, sweep)
+  print(f"[{sweep.name}] {len(sweep.cells)} cells in {workdir}", flush=True)
+  if args.cell is not None:
+    progress = Progress(sweep)
+    progress.start(sweep.cells[args.cell])
+    result = run_cell(sweep.spec, sweep.command_line, workdir, args.cell)
+    progress.finish(result)
+    return finish(sweep, workdir, [result], write_report=not args.no_report)
+  if args.executor == "local":
+    gpus = local_gpus()
+    slots = args.parallel or max(len(gpus), 1)
+    if slots > 1:
+      results = run_parallel(sweep, workdir, slots, gpus[:slots])
+    else:
+      results = run_sequential(sweep, workdir)
+  else:
+    cluster = "slurm" if args.executor == "slurm" else "local"
+    results = run_submitit(sweep, workdir, cluster, parse_executor_params(args.executor_param))
+  return finish(sweep, workdir, results, write_report=not args.no_report)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
