@@ -1,6 +1,7 @@
 """Keras MobileNet V1 -> mnet_jax: exact logits parity on Keras models built here with random weights and random
 BatchNorm statistics, saved in the layout of the official files; refusal of a file for another alpha."""
 
+import csv
 import functools
 import json
 import os
@@ -226,15 +227,13 @@ def test_existing_run_is_not_overwritten(tmp_path, small_keras_model):
     convert.convert_keras_model(small_keras_model, 0.25, 128, out)
 
 
-@pytest.mark.slow
-def test_converted_weights_evaluate_on_mock_imagenet_validation_like_keras(tmp_path):
-  """End to end: a Keras model -> workdir -> mnet_jax.evaluate on imagenet2012 'validation' (tfds mock data),
-  central crop 0.875; loss, top-1 and top-5 equal those of the Keras model's own logits on the same images."""
+def evaluate_on_mock_imagenet(keras_model, alpha, out):
+  """Converts keras_model into workdir `out`, evaluates it with mnet_jax.evaluate on imagenet2012 'validation'
+  (tfds mock data, 13 images), and checks loss, top-1 and top-5 against the Keras model's own logits on the
+  same images."""
   import tensorflow_datasets as tfds
   from mnet_jax import data, evaluate
-  keras_model = random_keras_mobilenet(0.25, 32)
-  out = str(tmp_path / "keras-0.25-32")
-  convert.convert_keras_model(keras_model, 0.25, 32, out)
+  convert.convert_keras_model(keras_model, alpha, 32, out)
   config_path = os.path.join(out, "config.json")
   with open(config_path) as f:
     config = json.load(f)
@@ -246,29 +245,36 @@ def test_converted_weights_evaluate_on_mock_imagenet_validation_like_keras(tmp_p
     batches = list(data.build(evaluate.load_config(out), eval_only=True).eval_batches())
   images = np.concatenate([b["images"][b["mask"] > 0] for b in batches])
   labels = np.concatenate([b["labels"][b["mask"] > 0] for b in batches])
-  logits = np.asarray(keras_model(images, training=False))
-  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(
-      1, keepdims=True)
+  logits = np.asarray(keras_model(images, training=False), np.float64)
+  shifted = logits - logits.max(1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
   top5 = np.argsort(-logits, axis=1)[:, :5]
   assert record["final"] and record["split"] == "validation" and record["num_examples"] == len(labels) == 13
-  assert (record["alpha"], record["resolution"], record["step"]) == (0.25, 32, 0)
+  assert (record["alpha"], record["resolution"], record["step"]) == (alpha, 32, 0)
   assert record["test_loss"] == pytest.approx(-log_probs[np.arange(13), labels].mean(), abs=1e-4)
   assert record["test_top1"] == pytest.approx((top5[:, 0] == labels).mean())
   assert record["test_top5"] == pytest.approx((top5 == labels[:, None]).any(1).mean())
-  with open(os.path.join(out, "metrics.jsonl")) as f:
-    assert json.loads(f.readlines()[-1])["test_top1"] == record["test_top1"]
+  return record
 
 
-def test_extra_or_missing_weights_in_a_layer_are_refused(small_keras_model):
-  keras_weights = convert.weights_of_model(small_keras_model)
-  keras_weights["conv1"]["bias"] = np.zeros(8, np.float32)  # a conv bias MobileNet V1 does not have
-  with pytest.raises(ConfigError, match=r"Keras layer 'conv1' has weights kernel, bias; MobileNet V1 needs exactly "
-                                        r"kernel$"):
-    convert.to_variables(keras_weights, 0.25)
-  del keras_weights["conv1"]["bias"]
-  keras_weights["extra_dense"] = {"kernel": np.zeros((2, 2), np.float32)}
-  with pytest.raises(ConfigError, match=r"weights that MobileNet V1 does not have: extra_dense"):
-    convert.to_variables(keras_weights, 0.25)
+@pytest.mark.slow
+def test_converted_weights_evaluate_on_mock_imagenet_and_fill_the_report(tmp_path):
+  """The README's path end to end on tfds mock data: convert -> mnet_jax.evaluate -> python -m sweeps.report."""
+  records = {}
+  for alpha in (0.25, 0.5):
+    name = f"{alpha}-32"
+    records[name] = evaluate_on_mock_imagenet(random_keras_mobilenet(alpha, 32), alpha, str(tmp_path / name))
+  result = subprocess.run([sys.executable, "-m", "sweeps.report", "--workdir", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  with open(tmp_path / "results.csv") as f:
+    rows = {row["cell"]: row for row in csv.DictReader(f)}
+  assert sorted(rows) == sorted(records)
+  for name, record in records.items():
+    assert rows[name]["status"] == "ok"
+    assert float(rows[name]["test_top1"]) == pytest.approx(record["test_top1"])
+    assert int(rows[name]["mult_adds"]) == record["mult_adds"]
+  assert (tmp_path / "report.md").exists()
 
 
 def test_keras_itself_loads_the_keras2_style_file(tmp_path, small_keras_model):
