@@ -108,6 +108,17 @@ def finished(rows):
   return [r for r in rows if r["status"] == "ok"]
 
 
+def grid_points(rows, x_key):
+  """One point per (alpha, resolution) of the standard variant: x_key and test top-1 averaged over its cells (seeds)."""
+  cells = {}
+  for r in finished(rows):
+    if r["variant"] == "standard" and r[x_key] is not None:
+      cells.setdefault((r["alpha"], r["resolution"]), []).append(r)
+  return [{"alpha": alpha, "resolution": resolution, "x": sum(r[x_key] for r in group) / len(group),
+           "top1": sum(r["test_top1"] for r in group) / len(group)}
+          for (alpha, resolution), group in sorted(cells.items())]
+
+
 def paper_points():
   """The paper's ImageNet points: TF-Slim's 16 published checkpoints (Figure 4/5's grid) and Tables 6-7."""
   slim = [{"alpha": float(r["alpha"]), "resolution": int(r["resolution"]), "mult_adds": float(r["million_macs"]) * 1e6,
@@ -122,23 +133,23 @@ def paper_points():
 def plot(rows, x_key, x_label, path_stem, formats, overlay):
   """Test top-1 against x_key: a solid line per alpha, a dashed line per resolution (the paper's Figure 4 style)."""
   import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  figure, axes = plt.subplots(figsize=(7.5, 5.2))
-  standard = [r for r in finished(rows) if r["variant"] == "standard" and r[x_key] is not None]
-  alphas = sorted({r["alpha"] for r in standard}, reverse=True)
-  resolutions = sorted({r["resolution"] for r in standard}, reverse=True)
-  colors = plt.get_cmap("viridis")
+  from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch in notebooks
+  figure = Figure(figsize=(7.5, 5.2))
+  axes = figure.subplots()
+  points = grid_points(rows, x_key)
+  alphas = sorted({p["alpha"] for p in points}, reverse=True)
+  resolutions = sorted({p["resolution"] for p in points}, reverse=True)
+  colors = matplotlib.colormaps["viridis"]
   for i, alpha in enumerate(alphas):
-    line = sorted((r for r in standard if r["alpha"] == alpha), key=lambda r: r[x_key])
-    axes.plot([r[x_key] for r in line], [100 * r["test_top1"] for r in line], "o-",
+    line = sorted((p for p in points if p["alpha"] == alpha), key=lambda p: p["x"])
+    axes.plot([p["x"] for p in line], [100 * p["top1"] for p in line], "o-",
               color=colors(i / max(len(alphas) - 1, 1) * 0.85), label=f"α = {alpha:g}")
   for resolution in resolutions:
-    line = sorted((r for r in standard if r["resolution"] == resolution), key=lambda r: r[x_key])
+    line = sorted((p for p in points if p["resolution"] == resolution), key=lambda p: p["x"])
     if len(line) > 1:
-      axes.plot([r[x_key] for r in line], [100 * r["test_top1"] for r in line], "--", color="0.6", linewidth=0.9)
+      axes.plot([p["x"] for p in line], [100 * p["top1"] for p in line], "--", color="0.6", linewidth=0.9)
     if line:
-      axes.annotate(f"{resolution}px", (line[-1][x_key], 100 * line[-1]["test_top1"]), textcoords="offset points",
+      axes.annotate(f"{resolution}px", (line[-1]["x"], 100 * line[-1]["top1"]), textcoords="offset points",
                     xytext=(4, -10), fontsize=7, color="0.4")
   for variant in sorted({r["variant"] for r in finished(rows)} - {"standard"}):
     points = [r for r in finished(rows) if r["variant"] == variant and r[x_key] is not None]
@@ -164,7 +175,6 @@ def plot(rows, x_key, x_label, path_stem, formats, overlay):
     figure.savefig(temporary, dpi=120)
     os.replace(temporary, path)
     paths.append(path)
-  plt.close(figure)
   return paths
 
 
@@ -192,23 +202,67 @@ def paper_tables(rows):
 
 
 def trend_exceptions(rows):
-  """Where test top-1 does not rise with alpha at a fixed resolution, or with resolution at a fixed alpha."""
-  standard = [r for r in finished(rows) if r["variant"] == "standard"]
+  """Where test top-1 (mean over seeds) does not rise with alpha at a fixed resolution, or with resolution at a
+  fixed alpha: (number of neighbouring pairs checked, one line per exception)."""
+  points = grid_points(rows, "test_top1")
   exceptions, checked = [], 0
   for fixed, varied, symbol in (("resolution", "alpha", "α"), ("alpha", "resolution", "ρ")):
-    for value in sorted({r[fixed] for r in standard}):
-      line = sorted((r for r in standard if r[fixed] == value), key=lambda r: r[varied])
+    for value in sorted({p[fixed] for p in points}):
+      line = sorted((p for p in points if p[fixed] == value), key=lambda p: p[varied])
       for low, high in zip(line, line[1:]):
         checked += 1
-        if high["test_top1"] <= low["test_top1"]:
+        if high["top1"] <= low["top1"]:
           exceptions.append(f"at {fixed} {value:g}, top-1 does not rise from {symbol}={low[varied]:g} to "
-                            f"{symbol}={high[varied]:g} ({100 * low['test_top1']:.2f} % -> "
-                            f"{100 * high['test_top1']:.2f} %)")
+                            f"{symbol}={high[varied]:g} ({100 * low['top1']:.2f} % -> {100 * high['top1']:.2f} %)")
   return checked, exceptions
 
 
 def number(value, scale=1.0, digits=2, suffix=""):
   return "–" if value is None or value == "" else f"{value / scale:.{digits}f}{suffix}"
+
+
+def results_table(rows):
+  """The cells as a markdown table."""
+  lines = ["| cell | α | resolution | variant | test top-1 | test top-5 | Mult-Adds (M) | params (M) | latency (ms, "
+           "batch 1) | train time (s) | images/s | status |",
+           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+  for r in rows:
+    status = r["status"] + (f": {r['error']}" if r["error"] else "")
+    lines.append(f"| {r['cell']} | {number(r['alpha'])} | {r['resolution'] or '–'} | {r['variant'] or '–'} | "
+                 f"{number(r['test_top1'], 0.01)} % | {number(r['test_top5'], 0.01)} % | "
+                 f"{number(r['mult_adds'], 1e6, 1)} | {number(r['params'], 1e6, 3)} | {number(r['latency_ms'])} | "
+                 f"{number(r['train_seconds'], digits=0)} | {number(r['images_per_second'], digits=0)} | {status} |")
+  return "\n".join(lines)
+
+
+def paper_section(rows, dataset):
+  """Tables 4-7 as far as the grid covers them, this run's cells beside the paper's rows (markdown)."""
+  tables = paper_tables(rows)
+  if not tables:
+    return "The grid covers none of the paper's Tables 4-7."
+  lines = ["Both columns are ImageNet top-1 on the validation split." if dataset == "imagenet2012" else
+           "The paper's numbers are ImageNet top-1 at 224/192/160/128 px; this grid's resolutions stand in the same "
+           "order (the same ρ), and its Mult-Adds and params are for its own resolution and number of classes."]
+  for table_number, pairs in tables.items():
+    lines += ["", f"### Table {table_number}", "",
+              "| paper model | paper top-1 | paper Mult-Adds (M) | paper params (M) | this cell | top-1 | "
+              "Mult-Adds (M) | params (M) |",
+              "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row, ours in pairs:
+      ours = ours or {}
+      lines.append(f"| {row['model']} | {row['imagenet_top1']} % | {row['million_mult_adds']} | "
+                   f"{row['million_params']} | {ours.get('cell', '–')} | {number(ours.get('test_top1'), 0.01)} % | "
+                   f"{number(ours.get('mult_adds'), 1e6, 1)} | {number(ours.get('params'), 1e6, 3)} |")
+  return "\n".join(lines)
+
+
+def trend_section(rows):
+  checked, exceptions = trend_exceptions(rows)
+  if not checked:
+    return "The grid has no two cells that differ only in α or only in resolution."
+  if not exceptions:
+    return f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs)."
+  return "\n".join(f"- {e}" for e in exceptions) + f"\n\n({len(exceptions)} of {checked} neighbouring pairs.)"
 
 
 def markdown(workdir, rows, dataset):
@@ -217,43 +271,15 @@ def markdown(workdir, rows, dataset):
   counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "incomplete", "pending")}
   lines = [f"# Sweep {name}", "",
            f"Dataset `{dataset}`; {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
-           "Rebuilt by `python -m sweeps.report --workdir " + workdir + "` from the cells' metrics.jsonl.", "",
-           "| cell | α | resolution | variant | test top-1 | test top-5 | Mult-Adds (M) | params (M) | latency (ms, "
-           "batch 1) | train time (s) | images/s | status |",
-           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-  for r in rows:
-    status = r["status"] + (f": {r['error']}" if r["error"] else "")
-    lines.append(f"| {r['cell']} | {number(r['alpha'], digits=2)} | {r['resolution'] or '–'} | {r['variant'] or '–'} | "
-                 f"{number(r['test_top1'], 0.01)} % | {number(r['test_top5'], 0.01)} % | "
-                 f"{number(r['mult_adds'], 1e6, 1)} | {number(r['params'], 1e6, 3)} | {number(r['latency_ms'])} | "
-                 f"{number(r['train_seconds'], digits=0)} | {number(r['images_per_second'], digits=0)} | {status} |")
-  tables = paper_tables(rows)
-  if tables:
-    lines += ["", "## Beside the paper", "",
-              "The paper's numbers are ImageNet top-1 at 224/192/160/128 px; this grid's resolutions stand in the same "
-              "order (the same ρ) and its Mult-Adds and params are for its own resolution and number of classes."
-              if dataset != "imagenet2012" else "Both columns are ImageNet top-1 on the validation split."]
-    for number_, pairs in tables.items():
-      lines += ["", f"### Table {number_}", "",
-                "| paper model | paper top-1 | paper Mult-Adds (M) | paper params (M) | this cell | top-1 | "
-                "Mult-Adds (M) | params (M) |",
-                "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
-      for row, ours in pairs:
-        ours = ours or {}
-        lines.append(f"| {row['model']} | {row['imagenet_top1']} % | {row['million_mult_adds']} | "
-                     f"{row['million_params']} | {ours.get('cell', '–')} | {number(ours.get('test_top1'), 0.01)} % | "
-                     f"{number(ours.get('mult_adds'), 1e6, 1)} | {number(ours.get('params'), 1e6, 3)} |")
-  checked, exceptions = trend_exceptions(rows)
-  if checked:
-    lines += ["", "## Does accuracy rise with width and resolution?", ""]
-    lines += [f"- {e}" for e in exceptions] if exceptions else [
-        f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs)."]
-  lines += ["", "## Figures", "", "![accuracy vs Mult-Adds (Figure 4)](acc_vs_mult_adds.png)", "",
-            "![accuracy vs params (Figure 5)](acc_vs_params.png)", "", "![accuracy vs latency](acc_vs_latency.png)"]
-  devices = {read_json(os.path.join(workdir, r["cell"], "latency.json"))["device"] for r in rows
-             if r["latency_ms"] is not None}
-  if devices:
-    lines += ["", f"Latency: median of 50 jitted batch-1 forward passes on {', '.join(sorted(devices))}."]
+           f"Rebuilt by `python -m sweeps.report --workdir {workdir}` from the cells' metrics.jsonl.", "",
+           results_table(rows), "", "## Beside the paper", "", paper_section(rows, dataset), "",
+           "## Does accuracy rise with width and resolution?", "", trend_section(rows), "",
+           "## Figures", "", "![accuracy vs Mult-Adds (Figure 4)](acc_vs_mult_adds.png)", "",
+           "![accuracy vs params (Figure 5)](acc_vs_params.png)", "", "![accuracy vs latency](acc_vs_latency.png)"]
+  latencies = [read_json(os.path.join(workdir, r["cell"], "latency.json")) for r in rows if r["latency_ms"] is not None]
+  if latencies:
+    lines += ["", f"Latency: median of {latencies[0]['runs']} jitted batch-1 forward passes on "
+              f"{', '.join(sorted({record['device'] for record in latencies}))}, measured after each cell trained."]
   return "\n".join(lines) + "\n"
 
 
