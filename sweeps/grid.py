@@ -41,7 +41,7 @@ class Sweep:
   def check_index(self, index):
     if not 0 <= index < len(self.cells):
       raise ConfigError(f"--cell {index} is out of range: sweep {self.name!r} has {len(self.cells)} cells "
-                        f"(0-{len(self.cells) - 1}; --list prints them)")
+                        f"(0-{len(self.cells) - 1}); --list prints them")
     return self.cells[index]
 
 
@@ -58,8 +58,8 @@ def sweep_files(directory):
 def load_module(path):
   """Imports a config file by path (like ml_collections' config_flags)."""
   if not os.path.isfile(path):
-    available = sweep_files(os.path.dirname(path) or ".")
     where = os.path.dirname(path) or "."
+    available = sweep_files(where)
     raise ConfigError(f"sweep config {path!r} does not exist; sweeps in {where}/: "
                       f"{', '.join(available) if available else 'none'}")
   module_name = "sweep_config_" + re.sub(r"\W", "_", os.path.abspath(path))
@@ -143,8 +143,8 @@ def load(spec, command_line=()):
   """The Sweep of "path.py[:arg]" with the command line's (field, text) overrides applied to every cell."""
   path, _, arg = spec.partition(":")
   arg = arg or None
-  path = os.path.abspath(path)
   module = load_module(path)
+  path = os.path.abspath(path)
   name = sweep_name(path, arg)
   requests = []
   add = lambda **overrides: requests.append(overrides)  # noqa: E731

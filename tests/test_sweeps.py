@@ -1,0 +1,245 @@
+"""Sweeps: the grids as data, the launcher's executors (local, --cell K, submitit local), idempotence and resume
+after a kill, failure recording, the report, and one-line errors for bad input. Every run is real: real
+processes, real training on a small slice of Fashion-MNIST, real orbax checkpoints."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mnet_jax import paper
+from sweeps import grid, report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DETERMINISTIC_COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5",
+                         "status")
+
+TINY_BASE = '''
+from experiments import fashion_mnist
+
+
+def get_config(arg=None):
+  config = fashion_mnist.get_config("alpha=0.25,resolution=32")
+  config.num_steps = {num_steps}
+  config.batch_size = 16
+  config.data.max_train_examples = 256
+  config.data.max_eval_examples = 64
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.wandb.mode = "{wandb_mode}"
+  return config
+'''
+
+
+def write_grid(tmp_path, sweep_body, num_steps=2, wandb_mode="disabled", name="tiny.py"):
+  path = tmp_path / name
+  path.write_text(TINY_BASE.format(num_steps=num_steps, wandb_mode=wandb_mode) + "\n\n" + sweep_body)
+  return str(path)
+
+
+FOUR_CELLS = '''
+def sweep(add):
+  for alpha in (0.25, 0.5):
+    for learning_rate in (0.1, 0.05):
+      add(alpha=alpha, **{"optim.base_learning_rate": learning_rate})
+'''
+
+
+def launch(*args, check=True, **kwargs):
+  result = subprocess.run([sys.executable, "-m", "sweeps.launch", *args], cwd=REPO, capture_output=True, text=True,
+                          **kwargs)
+  if check and result.returncode != 0:
+    raise AssertionError(f"launcher failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+  return result
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def deterministic(rows):
+  return [{k: row[k] for k in DETERMINISTIC_COLUMNS} for row in rows]
+
+
+# --- grids as data ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data,resolutions", [("imagenet", (224, 192, 160, 128)), ("fashion_mnist", (56, 48, 40, 32))])
+def test_paper_grids(data, resolutions):
+  expected = {"table6": 4, "table7": 4, "grid16": 16, "table4": 2, "table5": 2}
+  for name, size in expected.items():
+    sweep = grid.load(os.path.join(REPO, "experiments", f"{name}.py:data={data}"))
+    assert len(sweep.cells) == size
+    assert len({c.name for c in sweep.cells}) == size
+    for cell in sweep.cells:
+      assert cell.config.resolution in resolutions
+      assert cell.config.wandb.group == sweep.name
+  grid16 = grid.load(os.path.join(REPO, f"experiments/grid16.py:data={data}"))
+  assert {(c.config.alpha, c.config.resolution) for c in grid16.cells} == {
+      (a, r) for a in (1.0, 0.75, 0.5, 0.25) for r in resolutions}
+  # rho = 1, 6/7, 5/7, 4/7, as in the paper
+  assert [r / resolutions[0] for r in resolutions] == [r / 224 for r in (224, 192, 160, 128)]
+  table6 = grid.load(os.path.join(REPO, f"experiments/table6.py:data={data}"))
+  paper_alphas = [float(r["alpha"]) for r in paper.tables() if r["table"] == "6"]
+  assert [c.config.alpha for c in table6.cells] == paper_alphas
+  table5 = grid.load(os.path.join(REPO, f"experiments/table5.py:data={data}"))
+  assert [(c.config.alpha, c.config.variant) for c in table5.cells] == [(0.75, "standard"), (1.0, "shallow")]
+  table4 = grid.load(os.path.join(REPO, f"experiments/table4.py:data={data}"))
+  assert [c.config.variant for c in table4.cells] == ["standard", "full_conv"]
+
+
+def test_cell_names_are_deterministic_and_shared_between_sweeps():
+  grid16 = grid.load(os.path.join(REPO, "experiments/grid16.py"))
+  table6 = grid.load(os.path.join(REPO, "experiments/table6.py"))
+  table4 = grid.load(os.path.join(REPO, "experiments/table4.py"))
+  assert [c.name for c in table6.cells] == ["a1_r56", "a0.75_r56", "a0.5_r56", "a0.25_r56"]
+  assert {c.name for c in table6.cells} <= {c.name for c in grid16.cells}
+  assert [c.name for c in table4.cells] == ["a1_r56", "a1_r56_variant=full_conv"]
+  assert [c.name for c in grid.load(os.path.join(REPO, "experiments/grid16.py")).cells] == [c.name for c in grid16.cells]
+
+
+def test_any_field_can_be_swept_and_overridden(tmp_path):
+  sweep = grid.load(write_grid(tmp_path, FOUR_CELLS), [("batch_size", "8"), ("data.flip", "false")])
+  assert [c.name for c in sweep.cells] == ["a0.25_r32", "a0.25_r32_optim.base_learning_rate=0.05", "a0.5_r32",
+                                           "a0.5_r32_optim.base_learning_rate=0.05"]
+  assert [c.config.optim.base_learning_rate for c in sweep.cells] == [0.1, 0.05, 0.1, 0.05]
+  assert all(c.config.batch_size == 8 and c.config.data.flip is False for c in sweep.cells)
+
+
+def test_list_prints_the_cells_with_their_index(tmp_path):
+  result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--list")
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 4
+  assert lines[2].split()[:2] == ["2", "a0.5_r32"]
+
+
+# --- bad input: one clear line each --------------------------------------------------------------------------------
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+def test_unknown_sweep_name(tmp_path):
+  result = launch("--config", "experiments/table66.py", "--workdir", str(tmp_path / "w"), check=False)
+  assert_one_line_error(result, "experiments/table66.py", "does not exist", "table6.py", "grid16.py")
+
+
+def test_config_without_a_sweep(tmp_path):
+  result = launch("--config", "experiments/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
+  assert_one_line_error(result, "declares no sweep()", "grid16.py")
+
+
+def test_empty_grid(tmp_path):
+  path = write_grid(tmp_path, "def sweep(add):\n  pass\n")
+  result = launch("--config", path, "--workdir", str(tmp_path / "w"), check=False)
+  assert_one_line_error(result, "declares no cells")
+
+
+def test_cell_out_of_range(tmp_path):
+  result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--workdir", str(tmp_path / "w"), "--cell", "4",
+                  check=False)
+  assert_one_line_error(result, "--cell 4 is out of range", "4 cells (0-3)")
+
+
+def test_workdir_not_writable(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--workdir", str(blocker / "sweep"), check=False)
+  assert_one_line_error(result, str(blocker / "sweep"), "is not writable")
+
+
+def test_unknown_override_and_swept_override(tmp_path):
+  path = write_grid(tmp_path, FOUR_CELLS)
+  result = launch("--config", path, "--list", "--config.optim.no_such_field=1", check=False)
+  assert_one_line_error(result, "optim.no_such_field", "does not exist")
+  result = launch("--config", path, "--list", "--config.alpha=1.0", check=False)
+  assert_one_line_error(result, "--config.alpha", "sets it in every cell")
+
+
+def test_unknown_dataset_argument():
+  result = launch("--config", "experiments/grid16.py:data=cifar", "--list", check=False)
+  assert_one_line_error(result, "data='cifar'", "fashion_mnist")
+
+
+# --- executors --------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cell_processes_match_the_local_executor(tmp_path):
+  """--cell K for each K as 4 separate processes gives the same results.csv as one local run; reruns train nothing."""
+  path = write_grid(tmp_path, FOUR_CELLS)
+  local = tmp_path / "local"
+  result = launch("--config", path, "--workdir", str(local))
+  assert "ETA" in result.stdout and "cell 3 a0.5_r32_optim.base_learning_rate=0.05 trained" in result.stdout
+  by_cell = tmp_path / "by_cell"
+  for index in range(4):
+    launch("--config", path, "--workdir", str(by_cell), "--cell", str(index))
+  local_rows, cell_rows = read_csv(local / "results.csv"), read_csv(by_cell / "results.csv")
+  assert [r["status"] for r in local_rows] == ["ok"] * 4
+  assert deterministic(local_rows) == deterministic(cell_rows)
+  assert all(float(r["latency_ms"]) > 0 and float(r["train_seconds"]) > 0 for r in local_rows)
+  for name in ("acc_vs_mult_adds.png", "acc_vs_mult_adds.svg", "acc_vs_params.png", "acc_vs_params.svg",
+               "acc_vs_latency.png", "report.md"):
+    assert (local / name).stat().st_size > 0
+  assert "### Table 6" in (local / "report.md").read_text()
+
+  metrics_before = {r["cell"]: (local / r["cell"] / "metrics.jsonl").read_bytes() for r in local_rows}
+  rerun = launch("--config", path, "--workdir", str(local))
+  assert "trained" not in rerun.stdout
+  assert {r["cell"]: (local / r["cell"] / "metrics.jsonl").read_bytes() for r in local_rows} == metrics_before
+  assert deterministic(read_csv(local / "results.csv")) == deterministic(local_rows)
+
+
+@pytest.mark.slow
+def test_killed_mid_cell_resumes_that_cell_and_skips_finished_ones(tmp_path):
+  path = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5)\n", num_steps=60)
+  workdir = tmp_path / "sweep"
+  process = subprocess.Popen([sys.executable, "-m", "sweeps.launch", "--config", path, "--workdir", str(workdir)],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+  second = workdir / "a0.5_r32" / "checkpoints"
+  deadline = time.time() + 300
+  while not (second.is_dir() and any(p.name.isdigit() for p in second.iterdir())):
+    assert process.poll() is None, process.stdout.read().decode()
+    assert time.time() < deadline, "the second cell never wrote a checkpoint"
+    time.sleep(0.05)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.wait()
+  assert report.read_final(str(workdir / "a0.25_r32")) is not None
+  assert report.read_final(str(workdir / "a0.5_r32")) is None
+  first_metrics = (workdir / "a0.25_r32" / "metrics.jsonl").read_bytes()
+
+  result = launch("--config", path, "--workdir", str(workdir))
+  assert "cell 0 " not in result.stdout  # finished: skipped without a word
+  assert "cell 1 a0.5_r32 trained" in result.stdout
+  assert "resuming from checkpoint step" in result.stdout
+  resumed_from = int(result.stdout.split("resuming from checkpoint step ")[1].split()[0])
+  assert 0 < resumed_from < 60
+  assert (workdir / "a0.25_r32" / "metrics.jsonl").read_bytes() == first_metrics
+  assert report.read_final(str(workdir / "a0.5_r32"))["step"] == 60
+  assert [r["status"] for r in read_csv(workdir / "results.csv")] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_records_a_failing_cell_and_runs_the_other(tmp_path):
+  body = "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5, **{'model.activation': 'no_such_activation'})\n"
+  path = write_grid(tmp_path, body, wandb_mode="offline")
+  workdir = tmp_path / "sweep"
+  result = launch("--config", path, "--workdir", str(workdir), "--executor", "submitit-local", check=False)
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert "submitted 2 cells as local job array" in result.stdout
+  assert "1 of 2 cells failed: a0.5_r32_model.activation=no_such_activation" in result.stdout
+  rows = read_csv(workdir / "results.csv")
+  assert [r["status"] for r in rows] == ["ok", "failed"]
+  assert "no_such_activation" in rows[1]["error"]
+  assert (workdir / "a0.5_r32_model.activation=no_such_activation" / "error.json").exists()
+  assert list((workdir / "submitit").iterdir())  # the jobs' own logs
+  assert list((workdir / "a0.25_r32" / "wandb").glob("offline-run-*"))  # each cell a wandb run
+  assert not list(workdir.glob("wandb/offline-run-*"))  # no summary for an incomplete sweep
