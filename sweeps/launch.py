@@ -54,19 +54,29 @@ def check_writable(workdir):
     raise ConfigError(f"workdir {workdir!r} is not writable ({e.strerror or e})") from None
 
 
+def num_classes_of(config, final):
+  """The classifier's width, from the final record's parameter count (it grows by the FC's input width per class);
+  cheaper than building the dataset again."""
+  from mnet_jax import count
+  params = [count.count(config.alpha, config.resolution, config.variant, k, config.model.min_depth,
+                        config.model.stem_stride)["params"] for k in (0, 1)]
+  return (final["params"] - params[0]) // (params[1] - params[0])
+
+
 def measure_latency(config, cell_dir):
   """Median wall time (ms) of one jitted batch-1 forward pass at the cell's resolution, on this machine's device.
 
-  Timed with random weights: the network does the same arithmetic whatever the weights are.
+  Timed with all-zero weights of the right shapes: dense arithmetic takes the same time whatever the values, and
+  this needs neither the checkpoint nor a compiled init.
   """
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from mnet_jax import data as data_lib, train
-  num_classes = data_lib.build(config, eval_only=True).num_classes
-  model = train.model_from_config(config, num_classes)
+  from mnet_jax import metrics, train
+  model = train.model_from_config(config, num_classes_of(config, metrics.final_metrics(cell_dir)))
   image = jnp.zeros((1, config.resolution, config.resolution, 3), jnp.float32)
-  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), image, train=False))()
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image, train=False))
+  variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   forward(variables, image).block_until_ready()  # compile
   times = []
@@ -200,7 +210,7 @@ def run_parallel(sweep, workdir, slots, gpus):
       cell, slot = pending.pop(0), free.pop(0)
       env = dict(os.environ)
       if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[slot]
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
       progress.start(cell, running=len(running) + 1)
       os.makedirs(os.path.join(workdir, cell.name), exist_ok=True)
       log = open(os.path.join(workdir, cell.name, "launch.log"), "a")
