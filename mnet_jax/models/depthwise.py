@@ -1,9 +1,23 @@
 """Depthwise 3x3 convolution, one filter per channel, with TF 'SAME' padding.
 
 Every implementation takes the same kernel of shape (k, k, 1, C) (the layout of a conv with
-feature_group_count=C), so parameters and checkpoints do not depend on the choice.
+feature_group_count=C), so parameters and checkpoints do not depend on the choice:
+
+- `xla`: a grouped convolution with feature_group_count=C, the reference form.
+- `shifted`: k*k shifted, strided slices of the padded input, each scaled per channel and summed;
+  its gradient is whatever JAX's autodiff makes of that.
+- `shifted_vjp`: the same forward with a hand-written backward, also as shifted multiply-adds: the
+  input gradient is a stride-1 correlation of the (dilated) output gradient with the flipped kernel, the
+  kernel gradient k*k products of input windows and output gradient, reduced.
+- `auto`: the fastest of these on the current backend (`jax.default_backend()`), from the measurements in
+  BENCHMARKS.md.
+
+XLA:CPU lowers grouped convolutions, and their transposes, to slow generic loops; see BENCHMARKS.md.
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -24,32 +38,88 @@ def depthwise_xla(x, kernel, stride):
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
 
 
-def depthwise_shifted(x, kernel, stride):
-  """k*k shifted, strided slices of the padded input, each scaled per channel and summed."""
-  k = kernel.shape[0]
-  _, h, w, _ = x.shape
-  pad_h, pad_w = same_padding(h, k, stride), same_padding(w, k, stride)
-  x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-  out_h, out_w = -(-h // stride), -(-w // stride)
-  out = None
+def windows(x, k, stride, out_h, out_w):
+  """The k*k strided windows of x (N, H, W, C) that output position (i, j) of a 'VALID' correlation reads."""
+  n, _, _, c = x.shape
   for i in range(k):
     for j in range(k):
-      window = lax.slice(
-          x, (0, i, j, 0), (x.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, x.shape[3]),
-          (1, stride, stride, 1))
-      term = window * kernel[i, j, 0][None, None, None, :]
-      out = term if out is None else out + term
-  return out
+      yield i, j, lax.slice(
+          x, (0, i, j, 0), (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c), (1, stride, stride, 1))
 
 
-IMPLEMENTATIONS = {"xla": depthwise_xla, "shifted": depthwise_shifted}
+def shifted_valid(x, taps, stride, out_h, out_w):
+  """sum over (i, j) of window(i, j) * taps[i, j]: a 'VALID' depthwise correlation; taps is (k, k, C).
+
+  Accumulates in float32 whatever the input dtype (as XLA's convolution does), then casts back.
+  """
+  out = None
+  for i, j, window in windows(x, taps.shape[0], stride, out_h, out_w):
+    term = window.astype(jnp.float32) * taps[i, j].astype(jnp.float32)[None, None, None, :]
+    out = term if out is None else out + term
+  return out.astype(x.dtype)
+
+
+def pad_same(x, k, stride):
+  _, h, w, _ = x.shape
+  return jnp.pad(x, ((0, 0), same_padding(h, k, stride), same_padding(w, k, stride), (0, 0)))
+
+
+def depthwise_shifted(x, kernel, stride):
+  """k*k shifted, strided slices of the padded input, each scaled per channel and summed."""
+  _, h, w, _ = x.shape
+  return shifted_valid(pad_same(x, kernel.shape[0], stride), kernel[:, :, 0], stride, -(-h // stride), -(-w // stride))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_shifted_vjp(x, kernel, stride):
+  """`shifted`'s forward with a backward written as shifted multiply-adds too."""
+  return depthwise_shifted(x, kernel, stride)
+
+
+def _shifted_vjp_forward(x, kernel, stride):
+  return depthwise_shifted(x, kernel, stride), (x, kernel)
+
+
+def _shifted_vjp_backward(stride, residuals, grad):
+  x, kernel = residuals
+  k = kernel.shape[0]
+  _, h, w, _ = x.shape
+  out_h, out_w = grad.shape[1:3]
+  (top, _), (left, _) = same_padding(h, k, stride), same_padding(w, k, stride)
+  # Input gradient: dx[a] = sum_i g_dilated[a + top - i] * kernel[i], a stride-1 correlation of the output
+  # gradient (dilated by the stride, padded so every window exists) with the kernel flipped in both axes.
+  zero = jnp.zeros((), grad.dtype)
+  dilated = lax.pad(grad, zero, ((0, 0, 0),
+                                 (k - 1 - top, h + top - (out_h - 1) * stride - 1, stride - 1),
+                                 (k - 1 - left, w + left - (out_w - 1) * stride - 1, stride - 1),
+                                 (0, 0, 0)))
+  grad_x = shifted_valid(dilated, kernel[::-1, ::-1, 0], 1, h, w)
+  # Kernel gradient: each tap is its input window times the output gradient, summed over batch and space.
+  taps = [jnp.sum(window.astype(jnp.float32) * grad.astype(jnp.float32), axis=(0, 1, 2))
+          for _, _, window in windows(pad_same(x, k, stride), k, stride, out_h, out_w)]
+  grad_kernel = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+  return grad_x, grad_kernel
+
+
+depthwise_shifted_vjp.defvjp(_shifted_vjp_forward, _shifted_vjp_backward)
+
+IMPLEMENTATIONS = {"xla": depthwise_xla, "shifted": depthwise_shifted, "shifted_vjp": depthwise_shifted_vjp}
+# Chosen from measurements (BENCHMARKS.md): XLA:CPU's grouped convolution is slow; backends not
+# measured keep the reference form.
+AUTO = {"cpu": "shifted_vjp"}
+CHOICES = ("auto", *IMPLEMENTATIONS)
 
 
 def check_impl(impl):
-  if impl not in IMPLEMENTATIONS:
-    raise ConfigError(f"depthwise_impl={impl!r} is unknown; allowed: {', '.join(IMPLEMENTATIONS)}")
+  if impl not in CHOICES:
+    raise ConfigError(f"depthwise_impl={impl!r} is unknown; allowed: {', '.join(CHOICES)}")
 
 
-def depthwise_conv(x, kernel, stride, impl="xla"):
+def resolve_impl(impl):
+  """The implementation name that `impl` stands for on the current backend ('auto' resolved)."""
   check_impl(impl)
-  return IMPLEMENTATIONS[impl](x, kernel, stride)
+  return AUTO.get(jax.default_backend(), "xla") if impl == "auto" else impl
+
+
+def depthwise_conv(x, kernel, stride, impl="auto"):
+  return IMPLEMENTATIONS[resolve_impl(impl)](x, kernel, stride)
