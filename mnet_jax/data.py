@@ -21,8 +21,8 @@ FASHION_MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 FASHION_MNIST_CLASSES = 10
-IDX_IMAGES_HEADER_BYTES = 16
-IDX_LABELS_HEADER_BYTES = 8
+IDX_IMAGES_MAGIC, IDX_IMAGES_HEADER_BYTES = 2051, 16  # magic, count, rows, columns (big-endian int32)
+IDX_LABELS_MAGIC, IDX_LABELS_HEADER_BYTES = 2049, 8  # magic, count
 
 
 @dataclasses.dataclass
@@ -85,10 +85,16 @@ def build(config, eval_only=False):
 # Fashion-MNIST from IDX files -------------------------------------------------------------------
 
 
-def read_idx(path, header_bytes, shape_tail):
+def read_idx(path, magic, header_bytes, shape_tail):
+  """The uint8 array of a gzipped IDX file, checked against its header."""
   with gzip.open(path, "rb") as f:
     raw = f.read()
+  header = np.frombuffer(raw[:header_bytes], dtype=">i4")
+  if len(header) * 4 != header_bytes or header[0] != magic or tuple(header[2:]) != tuple(shape_tail[:2]):
+    raise ValueError(f"{path} does not start with an IDX header for shape (N, {shape_tail})")
   values = np.frombuffer(raw, dtype=np.uint8, offset=header_bytes)
+  if values.size != header[1] * int(np.prod(shape_tail)):
+    raise ValueError(f"{path} holds {values.size} bytes of data, not the {header[1]} items its header says")
   return values.reshape((-1, *shape_tail))
 
 
@@ -110,10 +116,10 @@ def load_fashion_mnist(data_config):
   arrays = {}
   for split, (images_path, labels_path) in paths.items():
     try:
-      images = read_idx(images_path, IDX_IMAGES_HEADER_BYTES, (28, 28, 1))
-      labels = read_idx(labels_path, IDX_LABELS_HEADER_BYTES, ()).astype(np.int32)
+      images = read_idx(images_path, IDX_IMAGES_MAGIC, IDX_IMAGES_HEADER_BYTES, (28, 28, 1))
+      labels = read_idx(labels_path, IDX_LABELS_MAGIC, IDX_LABELS_HEADER_BYTES, ()).astype(np.int32)
     except (OSError, ValueError, EOFError) as e:
-      raise ConfigError(f"cannot read Fashion-MNIST from {directory!r}: {e}") from None
+      raise ConfigError(f"cannot read Fashion-MNIST from {directory!r}: {e}".splitlines()[0]) from None
     if len(images) != len(labels):
       raise ConfigError(f"Fashion-MNIST in {directory!r}: {len(images)} images but {len(labels)} labels ({split})")
     arrays[split] = (images, labels)
@@ -161,7 +167,7 @@ def in_memory_data(config, arrays, eval_only):
     local_batch = rows.stop - rows.start
     # Process p takes examples p, p + P, p + 2P, ...: every process gets the same number of batches.
     mine = np.arange(jax.process_index(), len(eval_images), jax.process_count())
-    num_batches = -(-len(eval_images) // batch_size)
+    num_batches = eval_batch_count(len(eval_images), batch_size)
     for b in range(num_batches):
       indices = mine[b * local_batch:(b + 1) * local_batch]
       yield pad_batch(
@@ -169,6 +175,12 @@ def in_memory_data(config, arrays, eval_only):
 
   return Data("fashion_mnist", FASHION_MNIST_CLASSES, len(train_images), len(eval_images), steps_per_epoch,
               train_batches, eval_batches)
+
+
+def eval_batch_count(num_examples, batch_size):
+  """Batches each process runs so that its largest share of the split fits (the same on every process)."""
+  largest_share = -(-num_examples // jax.process_count())
+  return -(-largest_share // (batch_size // jax.process_count()))
 
 
 def pad_batch(batch, size):
@@ -226,10 +238,15 @@ def prepare(builder, data_config):
 
 
 def split_size(builder, split):
-  try:
+  if split in builder.info.splits:
     return builder.info.splits[split].num_examples
-  except KeyError:
-    raise ConfigError(f"split {split!r} is not in {builder.name}; it has: {', '.join(builder.info.splits)}") from None
+  try:  # a builder without split metadata (e.g. under tfds.testing.mock_data): ask the dataset itself
+    size = int(builder.as_dataset(split=split).cardinality())
+  except (KeyError, ValueError):
+    size = -1
+  if size < 0:
+    raise ConfigError(f"split {split!r} is not in {builder.name}; it has: {', '.join(builder.info.splits)}")
+  return size
 
 
 def decode_image(image_bytes):
@@ -288,12 +305,15 @@ def tfds_data(config, eval_only):
   decoders = {image_key: tfds.decode.SkipDecoding()}
 
   def read(split, num_examples, shuffle_seed=None):
-    split = f"{split}[:{num_examples}]"
-    process_split = tfds.even_splits(split, jax.process_count(), drop_remainder=shuffle_seed is not None)
+    """This process's share of the first num_examples of split (files shuffled when shuffle_seed is set)."""
+    training = shuffle_seed is not None
+    process_split = tfds.even_splits(f"{split}[:{num_examples}]", jax.process_count(), drop_remainder=training)
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options)
-    ds = builder.as_dataset(process_split[jax.process_index()], shuffle_files=shuffle_seed is not None,
-                            decoders=decoders, read_config=read_config)
-    return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+    ds = builder.as_dataset(split=process_split[jax.process_index()], shuffle_files=training, decoders=decoders,
+                            read_config=read_config)
+    # The slice above already limits the examples; take() makes sure of it where slicing is not honoured.
+    share = num_examples // jax.process_count() if training else -(-num_examples // jax.process_count())
+    return ds.take(share).map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
 
   def epoch_dataset(epoch, position):
     epoch_seed = int(epoch_rng(seed, epoch).integers(2**31))
@@ -324,7 +344,7 @@ def tfds_data(config, eval_only):
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(options)
     # even_splits gives processes shard sizes that differ by at most one: every process yields as many
     # batches as the largest shard needs, padding with fully masked batches.
-    num_batches = -(-(-(-num_eval // jax.process_count())) // local_batch)
+    num_batches = eval_batch_count(num_eval, batch_size)
     count = 0
     for batch in tfds.as_numpy(ds):
       count += 1

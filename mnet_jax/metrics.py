@@ -77,7 +77,7 @@ class Writer:
 
   def close(self):
     if self.wandb_run is not None:
-      self.wandb_run.finish(quiet=True)
+      self.wandb_run.finish()
       self.wandb_run = None
 
 
@@ -104,11 +104,10 @@ def start_wandb(wandb_config, config_dict, workdir, wandb_run_id):
     return None
   if mode == "auto":
     mode = "online" if has_wandb_key() else "offline"
-  os.environ.setdefault("WANDB_SILENT", "true")
   import wandb
   kwargs = dict(dir=workdir, id=wandb_run_id, resume="allow", project=wandb_config.project, group=wandb_config.group,
                 name=wandb_config.name or os.path.basename(os.path.abspath(workdir)), config=config_dict,
-                settings=wandb.Settings(init_timeout=60, x_disable_stats=True, console="off"))
+                settings=wandb.Settings(init_timeout=60, x_disable_stats=True, console="off", silent=True))
   try:
     return wandb.init(mode=mode, **kwargs)
   except Exception as e:

@@ -309,11 +309,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % checkpoint_every == 0 or step == num_steps or (eval_every and step % eval_every == 0):
         handle(*pending)
         pending = None
+        pause_start = time.time()
         if eval_every and step % eval_every == 0 and step < num_steps:
           writer.write({"step": step, **evaluate_all(jitted_eval_step, state, data, batch_sharding,
                                                       config.data.eval_split)})
         if step % checkpoint_every == 0 or step == num_steps:
           save_checkpoint(step)
+        paused = time.time() - pause_start  # evaluation and checkpoints do not count against images/s
+        interval_start += paused
+        if throughput_start is not None:
+          throughput_start += paused
     if pending is not None:
       handle(*pending)
     if bar is not None:

@@ -1,0 +1,159 @@
+"""Input pipelines: Debian's Fashion-MNIST files, tfds (mock imagenet2012), exact evaluation, bad input."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import fashion_mnist, imagenet
+from mnet_jax import data
+from mnet_jax.errors import ConfigError
+
+
+def small_fashion_config(**data_fields):
+  config = fashion_mnist.get_config("runlocal")
+  config.batch_size = 32
+  config.data.max_train_examples = 256
+  config.data.max_eval_examples = 100
+  config.data.update(data_fields)
+  return config
+
+
+def test_fashion_mnist_idx_files_are_read_whole():
+  arrays = data.load_fashion_mnist(fashion_mnist.get_config().data)
+  train_images, train_labels = arrays["train"]
+  test_images, test_labels = arrays["test"]
+  assert train_images.shape == (60000, 28, 28, 1) and test_images.shape == (10000, 28, 28, 1)
+  assert train_images.dtype == np.uint8 and train_labels.dtype == np.int32
+  assert np.bincount(train_labels).tolist() == [6000] * 10  # Fashion-MNIST is balanced
+  assert np.bincount(test_labels).tolist() == [1000] * 10
+  assert 0 < train_images.mean() < 255
+
+
+def test_fashion_mnist_batches_are_resized_three_channel_and_in_range():
+  config = small_fashion_config()
+  config.resolution = 48
+  dataset = data.build(config)
+  assert (dataset.num_classes, dataset.num_train, dataset.num_eval, dataset.steps_per_epoch) == (10, 256, 100, 8)
+  batch = next(dataset.train_batches(0))
+  assert batch["images"].shape == (32, 48, 48, 3) and batch["images"].dtype == np.float32
+  assert batch["images"].min() >= -1.0 and batch["images"].max() <= 1.0
+  np.testing.assert_array_equal(batch["images"][..., 0], batch["images"][..., 2])  # grayscale copied
+
+
+def test_training_order_is_a_pure_function_of_seed_epoch_and_position():
+  dataset = data.build(small_fashion_config())
+  stream = dataset.train_batches(0)
+  first_epochs = [next(stream) for _ in range(2 * dataset.steps_per_epoch)]
+  resumed = dataset.train_batches(11)  # step 11 = epoch 1, position 3
+  for expected in first_epochs[11:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["images"], expected["images"])
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+  epoch0 = np.concatenate([b["labels"] for b in first_epochs[:8]])
+  epoch1 = np.concatenate([b["labels"] for b in first_epochs[8:]])
+  assert sorted(epoch0) == sorted(epoch1) and not np.array_equal(epoch0, epoch1)  # a new order each epoch
+  other_seed = small_fashion_config()
+  other_seed.seed = 1
+  assert not np.array_equal(next(data.build(other_seed).train_batches(0))["labels"], first_epochs[0]["labels"])
+
+
+def test_flips_are_applied_to_about_half_the_images():
+  with_flips = next(data.build(small_fashion_config()).train_batches(0))["images"]
+  without = next(data.build(small_fashion_config(flip=False)).train_batches(0))["images"]
+  flipped = [not np.array_equal(a, b) for a, b in zip(with_flips, without)]
+  assert 4 <= sum(flipped) <= 28
+  for a, b, f in zip(with_flips, without, flipped):
+    if f:
+      np.testing.assert_allclose(a, b[:, ::-1], atol=1e-5)
+
+
+def test_evaluation_covers_the_split_exactly_with_a_masked_last_batch():
+  dataset = data.build(small_fashion_config())  # 100 examples, batch 32 -> 32, 32, 32, 4 + 28 padding
+  batches = list(dataset.eval_batches())
+  assert [int(b["mask"].sum()) for b in batches] == [32, 32, 32, 4]
+  assert all(b["images"].shape == (32, 32, 32, 3) for b in batches)
+  labels = np.concatenate([b["labels"][b["mask"] > 0] for b in batches])
+  np.testing.assert_array_equal(labels, data.load_fashion_mnist(small_fashion_config().data)["test"][1][:100])
+
+
+def test_imagenet_pipeline_on_mock_data():
+  config = imagenet.get_config("runlocal")
+  config.resolution = 64
+  with tfds.testing.mock_data(num_examples=40):
+    dataset = data.build(config)
+    assert dataset.num_classes == 1000 and dataset.num_train == 32 and dataset.num_eval == 20
+    assert dataset.steps_per_epoch == 4
+    train = dataset.train_batches(0)
+    batches = [next(train) for _ in range(5)]
+    resumed = next(dataset.train_batches(4))  # epoch 1, position 0
+    evaluation = list(dataset.eval_batches())
+  assert batches[0]["images"].shape == (8, 64, 64, 3) and batches[0]["labels"].shape == (8,)
+  assert all(-1.0 <= b["images"].min() and b["images"].max() <= 1.0 for b in batches)
+  np.testing.assert_array_equal(resumed["images"], batches[4]["images"])
+  assert [int(b["mask"].sum()) for b in evaluation] == [8, 8, 4]
+
+
+def test_inception_crop_respects_the_minimum_area():
+  import tensorflow as tf
+  image = np.zeros((100, 200, 3), np.uint8)
+  image[:, :, 0] = np.arange(200)[None, :]  # red encodes the column
+  encoded = tf.io.encode_png(image)
+  for i in range(20):
+    crop = data.inception_crop(encoded, tf.constant([7, i], tf.int64), 32, min_area=0.5, flip=False).numpy()
+    assert crop.shape == (32, 32, 3)
+    columns = (crop[..., 0] + 1) * 127.5
+    assert columns.max() - columns.min() >= 90  # area >= 0.5 * 100 * 200 and height <= 100: width >= 100
+
+
+# Bad input: one clear line each.
+
+
+def test_unknown_dataset():
+  config = small_fashion_config(name="no_such_dataset")
+  with pytest.raises(ConfigError, match=r"^data.name='no_such_dataset' is not a tensorflow-datasets dataset"):
+    data.build(config)
+
+
+def test_unreadable_data_dir(tmp_path):
+  config = imagenet.get_config("runlocal")
+  config.data.data_dir = str(tmp_path / "missing")
+  with pytest.raises(ConfigError, match=r"^data.data_dir='.*missing' is not a readable directory$"):
+    data.build(config)
+
+
+def test_resolution_below_32():
+  config = small_fashion_config()
+  config.resolution = 28
+  with pytest.raises(ConfigError, match=r"^resolution=28 is not allowed: it must be an integer >= 32"):
+    data.build(config)
+
+
+def test_missing_fashion_mnist_files_with_no_network(tmp_path):
+  # The directory is empty, so tfds tries to download; this machine reaches no dataset host.
+  config = small_fashion_config(fashion_mnist_dir=str(tmp_path), data_dir=str(tmp_path))
+  with pytest.raises(ConfigError) as error:
+    data.build(config)
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith("cannot prepare tfds dataset 'fashion_mnist'")
+  assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_missing_fashion_mnist_files_with_downloads_off(tmp_path):
+  config = small_fashion_config(fashion_mnist_dir=str(tmp_path), download=False)
+  with pytest.raises(ConfigError, match=r"^Fashion-MNIST files are missing from .*`apt-get install"):
+    data.build(config)
+
+
+def test_corrupt_fashion_mnist_file(tmp_path):
+  source = fashion_mnist.get_config().data.fashion_mnist_dir
+  for name in os.listdir(source):
+    with open(os.path.join(source, name), "rb") as f, open(tmp_path / name, "wb") as g:
+      g.write(f.read())
+  with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+    f.write(b"\x00\x00\x08\x01" + b"\x00" * 20)
+  with pytest.raises(ConfigError, match="cannot read Fashion-MNIST"):
+    data.build(small_fashion_config(fashion_mnist_dir=str(tmp_path)))
