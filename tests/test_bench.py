@@ -1,0 +1,39 @@
+"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+KEYS = {"alpha", "resolution", "batch", "dtype", "jax_train_img_s", "torch_train_img_s", "train_ratio",
+        "jax_infer_img_s", "torch_infer_img_s", "infer_ratio"}
+
+
+def run_bench(*args):
+  return subprocess.run([sys.executable, "-m", "mnet_jax.bench", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("1.0,32,128", "--setting '1.0,32,128' is not allowed: expected alpha,resolution,batch,dtype"),
+    ("1.0,16,128,float32", "resolution=16 is not allowed: it must be an integer >= 32"),
+    ("1.0,32,0,float32", "--setting '1.0,32,0,float32' is not allowed: batch must be >= 1"),
+    ("1.0,32,8,float16", "dtype must be one of float32, bfloat16"),
+    ("wide,32,8,float32", "alpha must be a number"),
+])
+def test_bad_setting_is_one_line(setting, message):
+  result = run_bench("--setting", setting)
+  assert result.returncode != 0
+  assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_json_lines():
+  result = run_bench("--setting", "0.25,32,8,float32", "--repeats", "1", "--no-pipeline", "--json")
+  assert result.returncode == 0, result.stderr
+  (line,) = result.stdout.strip().splitlines()
+  row = json.loads(line)
+  assert KEYS <= set(row)
+  assert (row["alpha"], row["resolution"], row["batch"], row["dtype"]) == (0.25, 32, 8, "float32")
+  assert all(row[k] > 0 for k in KEYS if k.endswith(("img_s", "ratio")))
+  assert row["train_ratio"] == pytest.approx(row["jax_train_img_s"] / row["torch_train_img_s"], rel=1e-2)
