@@ -38,11 +38,13 @@ def parse_setting(text):
   """'alpha,resolution,batch,dtype' -> a checked tuple."""
   parts = text.split(",")
   if len(parts) != 4:
-    raise ConfigError(f"--setting {text!r} is not allowed: expected alpha,resolution,batch,dtype e.g. 1.0,32,128,float32")
+    raise ConfigError(
+        f"--setting {text!r} is not allowed: expected alpha,resolution,batch,dtype e.g. 1.0,32,128,float32")
   try:
     alpha, resolution, batch = float(parts[0]), int(parts[1]), int(parts[2])
   except ValueError:
-    raise ConfigError(f"--setting {text!r} is not allowed: alpha must be a number, resolution and batch integers") from None
+    raise ConfigError(
+        f"--setting {text!r} is not allowed: alpha must be a number, resolution and batch integers") from None
   check_alpha(alpha)
   check_resolution(resolution)
   if batch < 1:
