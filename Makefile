@@ -25,5 +25,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n 2 tests
 
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m mnet_jax.bench
+
 clean:
 	rm -rf $(VENV) runs
