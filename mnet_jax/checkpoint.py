@@ -13,6 +13,7 @@ skipped with a warning and the previous one restored.
 
 import logging
 import os
+import shutil
 import warnings
 
 import jax
@@ -26,10 +27,21 @@ def directory(workdir):
 
 
 def manager(workdir, read_only=False):
+  if not read_only and jax.process_index() == 0:
+    remove_unfinished_saves(directory(workdir))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=MAX_TO_KEEP, create=not read_only, read_only=read_only, enable_async_checkpointing=False,
-      cleanup_tmp_directories=not read_only)
+      max_to_keep=MAX_TO_KEEP, create=not read_only, read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(directory(workdir), options=options)
+
+
+def remove_unfinished_saves(path):
+  """Deletes the temporary directories of saves that a killed run left (orbax never lists them as steps).
+
+  Done here, synchronously, rather than by orbax's background clean-up thread."""
+  if os.path.isdir(path):
+    for name in os.listdir(path):
+      if name.endswith(".orbax-checkpoint-tmp") or ".orbax-checkpoint-tmp-" in name:
+        shutil.rmtree(os.path.join(path, name), ignore_errors=True)
 
 
 def save(checkpoints, step, items, meta):

@@ -131,8 +131,11 @@ def test_resolution_below_32():
     data.build(config)
 
 
-def test_missing_fashion_mnist_files_with_no_network(tmp_path):
-  # The directory is empty, so tfds tries to download; this machine reaches no dataset host.
+def test_missing_fashion_mnist_files_with_no_network(tmp_path, monkeypatch):
+  # The directory is empty, so tfds tries to download; this machine reaches no dataset host. tfds retries with
+  # exponential backoff for about 3 minutes before giving up; the test asks it not to retry.
+  from tensorflow_datasets.core.download import downloader
+  monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
   config = small_fashion_config(fashion_mnist_dir=str(tmp_path), data_dir=str(tmp_path))
   with pytest.raises(ConfigError) as error:
     data.build(config)

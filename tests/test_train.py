@@ -100,7 +100,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
 
 
 def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
-  config = tiny_config(num_steps=20)
+  config = tiny_config(num_steps=6)
   config.optim.base_learning_rate = 1e30
   config.optim.warmup_epochs = 0.0
   with pytest.raises(train.TrainingDiverged, match=r"^the training loss is (nan|inf|-inf) at step \d+; stopping"):
@@ -134,7 +134,7 @@ def test_batch_size_not_divisible_by_devices_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
-  flags = ["--config.num_steps=24", "--config.checkpoint_every_steps=4", "--config.wandb.mode=offline"]
+  flags = ["--config.num_steps=16", "--config.checkpoint_every_steps=4", "--config.wandb.mode=offline"]
   run_main(tmp_path / "whole", *flags)
   killed = tmp_path / "killed"
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
