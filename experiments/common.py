@@ -78,6 +78,8 @@ def base_config(alpha, resolution, recipe):
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
   config.eval_every_steps = config_dict.placeholder(int)  # None: evaluate at the end only
+  # A workdir (e.g. converted Keras weights) whose latest variables start this run; the optimizer starts fresh.
+  config.init_from = config_dict.placeholder(str)
 
   config.wandb = ml_collections.ConfigDict()
   config.wandb.mode = "auto"  # offline unless a W&B API key is configured; 'offline', 'online', 'disabled'

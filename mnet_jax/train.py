@@ -86,6 +86,23 @@ def init_state(model, tx, config, mesh):
   return jax.jit(init, out_shardings=shardings)(rng), checkpoint.with_sharding(abstract, replicated)
 
 
+def initialize_from(state, abstract_state, source_workdir):
+  """The state with its variables (and EMA) replaced by the latest variables of another workdir."""
+  try:
+    restored = checkpoint.restore_variables(source_workdir, abstract_state.variables())
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f"init_from={source_workdir!r} cannot be restored into this model: {e}") from None
+  if restored is None:
+    raise ConfigError(f"init_from={source_workdir!r} holds no checkpoint readable as this model; allowed: a "
+                      "workdir with checkpoints/ (a training run or `mnet_jax.convert --out`) of the same alpha, "
+                      "variant and number of classes")
+  step, variables = restored
+  if jax.process_index() == 0:
+    print(f"initialized from {source_workdir} (checkpoint step {step})", flush=True)
+  ema = variables if state.ema is not None else None
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"], ema=ema)
+
+
 def train_step(state, batch, *, model, tx, learning_rate, num_classes, label_smoothing, ema_decay):
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -245,6 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if jax.process_index() == 0:
       print(f"resuming from checkpoint step {step} in {checkpoints.directory}", flush=True)
     metrics_lib.truncate_after(workdir, step)
+  elif config.get("init_from"):
+    state = initialize_from(state, abstract_state, config.init_from)
   start_step = int(jax.device_get(state.step))
   data_position = meta.get("data_position", start_step)
 

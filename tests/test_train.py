@@ -208,3 +208,22 @@ def test_modern_recipe_warms_up_then_decays_to_zero_and_scales_with_batch_size()
   with pytest.raises(ConfigError, match="optim.optimizer='lamb' is unknown"):
     optim_config.optimizer = "lamb"
     optim.build(optim_config, 512, 10, 100)
+
+
+def test_init_from_starts_a_new_run_from_another_workdirs_weights(tmp_path):
+  """Fine-tuning: `config.init_from` loads another workdir's latest variables (a training run, or converted
+  Keras weights), with a fresh optimizer and step 0."""
+  source = tmp_path / "source"
+  train.train_and_evaluate(tiny_config(num_steps=4, checkpoint_every_steps=4), str(source))
+  config = tiny_config(num_steps=1, init_from=str(source), checkpoint_every_steps=1)
+  config.optim.base_learning_rate = 1e-12
+  config.optim.weight_decay = 0.0
+  train.train_and_evaluate(config, str(tmp_path / "finetune"))
+  abstract = jax.eval_shape(train.model_from_config(config, 10).init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  _, source_variables = checkpoint.restore_variables(str(source), abstract)
+  step, tuned = checkpoint.restore_variables(str(tmp_path / "finetune"), abstract)
+  assert step == 1
+  for a, b in zip(jax.tree.leaves(source_variables["params"]), jax.tree.leaves(tuned["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)  # learning rate ~0: the source's weights
+  with pytest.raises(ConfigError, match=r"init_from='.*missing' holds no checkpoint readable as this model"):
+    train.train_and_evaluate(tiny_config(num_steps=1, init_from=str(tmp_path / "missing")), str(tmp_path / "x"))
