@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m mnet_jax.count --paper
+	$(PY) -m sweeps.launch --config experiments/demo.py --workdir runs/demo --parallel 2
 
 test: setup
 	$(PY) -m pytest -q -n 2 tests

@@ -58,9 +58,9 @@ def num_classes_of(config, final):
   """The classifier's width, from the final record's parameter count (it grows by the FC's input width per class);
   cheaper than building the dataset again."""
   from mnet_jax import count
-  params = [count.count(config.alpha, config.resolution, config.variant, k, config.model.min_depth,
-                        config.model.stem_stride)["params"] for k in (0, 1)]
-  return (final["params"] - params[0]) // (params[1] - params[0])
+  one, two = [count.count(config.alpha, config.resolution, config.variant, k, config.model.min_depth,
+                          config.model.stem_stride)["params"] for k in (1, 2)]
+  return 1 + (final["params"] - one) // (two - one)
 
 
 def measure_latency(config, cell_dir):
@@ -292,7 +292,11 @@ def finish(sweep, workdir, results, write_report):
   if write_report:
     from sweeps import report
     paths = report.write(workdir)
-    report.log_to_wandb(workdir, sweep.name, sweep.cells[0].config.wandb)
+    logged = os.path.join(workdir, "wandb_summary.json")
+    if any(r["status"] == "trained" for r in results) or not os.path.exists(logged):
+      run_id = report.log_to_wandb(workdir, sweep.name, sweep.cells[0].config.wandb)
+      if run_id is not None:
+        write_json(logged, {"run_id": run_id, "time": time.time()})
     print(f"[{sweep.name}] report: {paths['report']}\n[{sweep.name}] results: {paths['results']}\n"
           f"[{sweep.name}] plots: {', '.join(paths['plots'])}", flush=True)
   if failed:
@@ -362,4 +366,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  try:
+    sys.exit(main())
+  except KeyboardInterrupt:
+    sys.exit("interrupted; run the same command again to resume (finished cells are skipped)")
