@@ -16,7 +16,7 @@ $(FASHION_MNIST):
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[bench]'  # torch: the benchmark's peer, also used by its test
 	touch $(STAMP)
 
 demo: setup
@@ -26,7 +26,6 @@ test: setup
 	$(PY) -m pytest -q -n 2 tests
 
 bench: setup
-	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m mnet_jax.bench
 
 clean:
