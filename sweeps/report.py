@@ -179,11 +179,12 @@ def plot(rows, x_key, x_label, path_stem, formats, overlay):
 
 
 def resolution_for(paper_resolution, our_resolutions):
-  """This grid's resolution for one of the paper's: the same value, or the one at the same rank (rho)."""
+  """This grid's resolution for one of the paper's: the same value, or the one at the same rho = resolution / 224,
+  taking the grid's largest resolution as its rho = 1 (Fashion-MNIST's 56/48/40/32 for 224/192/160/128)."""
   if paper_resolution in our_resolutions:
     return paper_resolution
-  rank = PAPER_RESOLUTIONS.index(paper_resolution)
-  return our_resolutions[rank] if rank < len(our_resolutions) else None
+  same_rho = paper_resolution * our_resolutions[0] / PAPER_RESOLUTIONS[0]
+  return int(same_rho) if same_rho in our_resolutions else None
 
 
 def paper_tables(rows):
@@ -241,8 +242,8 @@ def paper_section(rows, dataset):
   if not tables:
     return "The grid covers none of the paper's Tables 4-7."
   lines = ["Both columns are ImageNet top-1 on the validation split." if dataset == "imagenet2012" else
-           "The paper's numbers are ImageNet top-1 at 224/192/160/128 px; this grid's resolutions stand in the same "
-           "order (the same ρ), and its Mult-Adds and params are for its own resolution and number of classes."]
+           "The paper's numbers are ImageNet top-1 at 224/192/160/128 px; this grid's resolutions stand for them at the "
+           "same ρ (its largest resolution is ρ = 1), and its Mult-Adds and params are for its own resolution and number of classes."]
   for table_number, pairs in tables.items():
     lines += ["", f"### Table {table_number}", "",
               "| paper model | paper top-1 | paper Mult-Adds (M) | paper params (M) | this cell | top-1 | "

@@ -243,3 +243,10 @@ def test_submitit_local_executor_records_a_failing_cell_and_runs_the_other(tmp_p
   assert list((workdir / "submitit").iterdir())  # the jobs' own logs
   assert list((workdir / "a0.25_r32" / "wandb").glob("offline-run-*"))  # each cell a wandb run
   assert not list(workdir.glob("wandb/offline-run-*"))  # no summary for an incomplete sweep
+
+
+def test_paper_resolutions_map_to_the_grids_by_rho():
+  from sweeps.report import resolution_for
+  assert [resolution_for(r, [56, 40, 32]) for r in (224, 192, 160, 128)] == [56, None, 40, 32]
+  assert [resolution_for(r, [56, 48, 40, 32]) for r in (224, 192, 160, 128)] == [56, 48, 40, 32]
+  assert [resolution_for(r, [224, 160]) for r in (224, 192, 160, 128)] == [224, None, 160, None]
