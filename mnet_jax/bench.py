@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mnet_jax import host_memory
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from mnet_jax.models.depthwise import CHOICES, resolve_impl
 from mnet_jax.models.mobilenet_v1 import BLOCKS, DTYPES, STEM_CHANNELS, MobileNetV1, check_alpha, check_resolution
@@ -237,6 +238,8 @@ def main(argv=None):
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
+  if args.device == "cpu":
+    host_memory.keep_freed_memory()  # for both models: the same process, the same allocator
   try:
     device = jax.devices(args.device)[0]
   except RuntimeError:

@@ -20,6 +20,8 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {argv[1:]}; use --config.field=value to override the config")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  from mnet_jax import host_memory
+  host_memory.keep_freed_memory()
   import jax
   if FLAGS.multihost:
     jax.distributed.initialize()

@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 
+from mnet_jax import host_memory
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from sweeps import grid
 
@@ -109,6 +110,7 @@ def run_cell(spec, command_line, workdir, index):
   error_path = os.path.join(cell_dir, ERROR_FILE)
   result = {"index": index, "name": cell.name, "status": "skipped", "seconds": 0.0, "test_top1": None, "error": None}
   start = time.time()
+  host_memory.keep_freed_memory()
   try:
     if not is_finished(cell_dir):
       from mnet_jax import data as data_lib, train
