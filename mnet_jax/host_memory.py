@@ -19,7 +19,7 @@ import sys
 
 # glibc's <malloc.h> option numbers.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_MAX_KEPT_TOP_BYTES = 2**31 - 1  # mallopt takes an int: beyond 2 GiB free at the heap's top, glibc may trim
+_NEVER = -1  # as M_TRIM_THRESHOLD: never give the heap's top back to the OS (mallopt(3))
 
 
 def jax_will_run_on_cpu() -> bool:
@@ -39,5 +39,5 @@ def keep_freed_memory() -> bool:
   libc = ctypes.CDLL(None)
   if not hasattr(libc, "gnu_get_libc_version"):  # musl and others have no mallopt options to set
     return False
-  options = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _MAX_KEPT_TOP_BYTES))
+  options = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER))
   return all(libc.mallopt(option, value) == 1 for option, value in options)

@@ -15,6 +15,7 @@ from jax import lax
 
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.depthwise import check_impl, depthwise_conv
+from mnet_jax.models.pointwise import pointwise_conv
 
 # Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
 # (pointwise output channels, depthwise stride), global average pool, fully connected.
@@ -121,7 +122,7 @@ class ConvBN(nn.Module):
     if layer.kind == "depthwise":
       x = depthwise_conv(x, kernel, layer.stride, self.depthwise_impl)
     elif layer.kind == "pointwise":
-      x = jnp.dot(x, kernel[0, 0])  # a 1x1 conv is a matmul over channels
+      x = pointwise_conv(x, kernel[0, 0])
     else:
       x = lax.conv_general_dilated(
           x, kernel, (layer.stride, layer.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
