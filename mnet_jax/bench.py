@@ -8,12 +8,15 @@ For each setting (alpha, resolution, batch, dtype) it times the jitted training 
 SGD-momentum update, BatchNorm statistics) and the inference forward pass of both models on random
 real-valued images: warm-up first, then the median of several repeats. It also times the input pipelines
 alone (Fashion-MNIST from its IDX files, and the ImageNet-style Inception crop on JPEGs) for comparison with
-the step. torch is an optional extra (`pip install .[bench]`), imported only here.
+the step. torch is an optional extra (`pip install .[bench]`), imported only here. The PyTorch timings run in
+a child process of the same run, with the C library's default malloc settings (this process sets
+`host_memory.keep_freed_memory()` for JAX, as the training entry points do).
 """
 
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import time
@@ -137,9 +140,9 @@ def torch_model(alpha, stem_stride, num_classes):
                        nn.Linear(channels, num_classes))
 
 
-def torch_rates(alpha, resolution, batch, dtype, stem_stride, device, compile_model, calls, repeats):
+def torch_rates(alpha, resolution, batch, dtype, stem_stride, platform_name, compile_model, calls, repeats):
   import torch
-  torch_device = torch.device("cuda" if device.platform == "gpu" else "cpu")
+  torch_device = torch.device("cuda" if platform_name == "gpu" else "cpu")
   sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
   torch.manual_seed(0)
   model = torch_model(alpha, stem_stride, NUM_CLASSES).to(torch_device)
@@ -172,6 +175,14 @@ def torch_rates(alpha, resolution, batch, dtype, stem_stride, device, compile_mo
   for _ in range(2):
     infer()
   return train_rate, median_rate(infer, batch, calls, repeats)
+
+
+def set_torch_threads(platform_name):
+  """One thread per core on CPU (in the peer's process: the setting holds for its later calls); returns the count."""
+  import torch
+  if platform_name == "cpu":
+    torch.set_num_threads(os.cpu_count())
+  return torch.get_num_threads()
 
 
 # Input pipelines --------------------------------------------------------------------------------
@@ -239,7 +250,7 @@ def main(argv=None):
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
   if args.device == "cpu":
-    host_memory.keep_freed_memory()  # for both models: the same process, the same allocator
+    host_memory.keep_freed_memory()
   try:
     device = jax.devices(args.device)[0]
   except RuntimeError:
@@ -249,34 +260,36 @@ def main(argv=None):
     import torch
   except ImportError:
     raise ConfigError("the benchmark needs PyTorch for the peer model: pip install '.[bench]'") from None
-  if args.device == "cpu":
-    torch.set_num_threads(os.cpu_count())
   compile_model = args.device == "gpu" if args.torch_compile is None else args.torch_compile
-  header = {"machine": machine(device), "date": datetime.date.today().isoformat(), "jax": jax.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": args.device,
-            "depthwise_impl": resolve_impl(args.depthwise_impl), "stem_stride": args.stem_stride,
-            "torch_mode": "compile" if compile_model else "eager"}
-  if not args.json:
-    print(", ".join(f"{k}={v}" for k, v in header.items()))
-    print(f"{'alpha':>5} {'res':>4} {'batch':>5} {'dtype':>8} | {'train img/s: jax':>16} {'torch':>8} {'ratio':>6} | "
-          f"{'infer img/s: jax':>16} {'torch':>8} {'ratio':>6}", flush=True)
-  rows = []
-  for alpha, resolution, batch, dtype in settings:
-    calls = 1 if resolution * resolution * batch >= 224 * 224 * 16 else 3
-    jax_train, jax_infer = jax_rates(alpha, resolution, batch, dtype, args.stem_stride, args.depthwise_impl, device,
-                                     calls, args.repeats)
-    torch_train, torch_infer = torch_rates(alpha, resolution, batch, dtype, args.stem_stride, device, compile_model,
-                                           calls, args.repeats)
-    row = {"alpha": alpha, "resolution": resolution, "batch": batch, "dtype": dtype,
-           "jax_train_img_s": round(jax_train, 1), "torch_train_img_s": round(torch_train, 1),
-           "train_ratio": round(jax_train / torch_train, 3), "jax_infer_img_s": round(jax_infer, 1),
-           "torch_infer_img_s": round(torch_infer, 1), "infer_ratio": round(jax_infer / torch_infer, 3), **header}
-    rows.append(row)
-    if args.json:
-      print(json.dumps(row), flush=True)
-    else:
-      print(f"{alpha:5.2f} {resolution:4d} {batch:5d} {dtype:>8} | {jax_train:16.1f} {torch_train:8.1f} "
-            f"{row['train_ratio']:6.2f} | {jax_infer:16.1f} {torch_infer:8.1f} {row['infer_ratio']:6.2f}", flush=True)
+  # PyTorch runs in a process of its own, as its users run it: glibc's malloc with its default settings (this
+  # one keeps freed memory for JAX, as the training entry points do) and no idle XLA threads beside it.
+  with multiprocessing.get_context("spawn").Pool(1) as peer:
+    header = {"machine": machine(device), "date": datetime.date.today().isoformat(), "jax": jax.__version__,
+              "torch": torch.__version__, "torch_threads": peer.apply(set_torch_threads, (args.device,)),
+              "device": args.device, "depthwise_impl": resolve_impl(args.depthwise_impl),
+              "stem_stride": args.stem_stride, "torch_mode": "compile" if compile_model else "eager"}
+    if not args.json:
+      print(", ".join(f"{k}={v}" for k, v in header.items()))
+      print(f"{'alpha':>5} {'res':>4} {'batch':>5} {'dtype':>8} | {'train img/s: jax':>16} {'torch':>8} {'ratio':>6} | "
+            f"{'infer img/s: jax':>16} {'torch':>8} {'ratio':>6}", flush=True)
+    rows = []
+    for alpha, resolution, batch, dtype in settings:
+      calls = 1 if resolution * resolution * batch >= 224 * 224 * 16 else 3
+      jax_train, jax_infer = jax_rates(alpha, resolution, batch, dtype, args.stem_stride, args.depthwise_impl,
+                                       device, calls, args.repeats)
+      torch_train, torch_infer = peer.apply(torch_rates, (alpha, resolution, batch, dtype, args.stem_stride,
+                                                          args.device, compile_model, calls, args.repeats))
+      row = {"alpha": alpha, "resolution": resolution, "batch": batch, "dtype": dtype,
+             "jax_train_img_s": round(jax_train, 1), "torch_train_img_s": round(torch_train, 1),
+             "train_ratio": round(jax_train / torch_train, 3), "jax_infer_img_s": round(jax_infer, 1),
+             "torch_infer_img_s": round(torch_infer, 1), "infer_ratio": round(jax_infer / torch_infer, 3), **header}
+      rows.append(row)
+      if args.json:
+        print(json.dumps(row), flush=True)
+      else:
+        print(f"{alpha:5.2f} {resolution:4d} {batch:5d} {dtype:>8} | {jax_train:16.1f} {torch_train:8.1f} "
+              f"{row['train_ratio']:6.2f} | {jax_infer:16.1f} {torch_infer:8.1f} {row['infer_ratio']:6.2f}",
+              flush=True)
   if args.pipeline:
     for name, rate_fn in (("fashion_mnist", fashion_mnist_pipeline_rate), ("imagenet_inception_crop",
                                                                            imagenet_pipeline_rate)):
