@@ -249,8 +249,7 @@ def main(argv=None):
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
-  if args.device == "cpu":
-    host_memory.keep_freed_memory()
+  host_memory.keep_freed_memory()
   try:
     device = jax.devices(args.device)[0]
   except RuntimeError:
