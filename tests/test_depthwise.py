@@ -73,18 +73,23 @@ import hashlib, os, sys
 if len(sys.argv) > 1:
   os.sched_setaffinity(0, {0})
 import jax, jax.numpy as jnp, numpy as np
+from mnet_jax.models.batchnorm import batch_norm_act_cpu
 from mnet_jax.models.depthwise import depthwise_conv
 x = jax.random.normal(jax.random.key(0), (16, 30, 30, 24))
 kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 24))
-grads = jax.jit(jax.grad(lambda x, k: jnp.sum(depthwise_conv(x, k, 1, "cpu_kernel") ** 3), argnums=(0, 1)))
+def loss(x, kernel):
+  y, _, _ = batch_norm_act_cpu(depthwise_conv(x, kernel, 1, "cpu_kernel"), jnp.ones(24), jnp.zeros(24), 1e-3, "relu6")
+  return jnp.sum(y ** 3)
+grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
 digests = {hashlib.sha256(b"".join(np.asarray(g).tobytes() for g in grads(x, kernel))).hexdigest() for _ in range(3)}
 print(len(os.sched_getaffinity(0)), *digests)
 """
 
 
 def test_cpu_kernel_gradients_are_deterministic():
-  """Partial sums of the kernel gradient are added in a fixed order whatever thread ran them, so gradients are
-  bitwise equal from call to call and with one core or all of them (resumed runs replay bitwise)."""
+  """Partial sums (depthwise kernel gradient, BatchNorm statistics) are added in a fixed order whatever thread ran
+  them, so gradients are bitwise equal from call to call and with one core or all of them (resumed runs replay
+  bitwise)."""
   all_cores = subprocess.run([sys.executable, "-c", CPU_KERNEL_GRADIENT_DIGEST], capture_output=True, text=True)
   one_core = subprocess.run([sys.executable, "-c", CPU_KERNEL_GRADIENT_DIGEST, "one-core"], capture_output=True,
                             text=True)
@@ -98,21 +103,22 @@ def run_python(code, **env):
 
 
 def test_cpu_kernel_without_compiler(tmp_path):
-  """No compiler: asking for cpu_kernel is one clear line; auto falls back to shifted_vjp with a warning."""
-  code = ("from mnet_jax.models.depthwise import resolve_impl; print(resolve_impl('auto')); "
-          "resolve_impl('cpu_kernel')")
+  """No compiler: asking for cpu_kernel is one clear line; auto falls back to shifted_vjp (and BatchNorm to its
+  plain-JAX form) with a warning."""
+  code = ("from mnet_jax.models import cpu_kernels; from mnet_jax.models.depthwise import resolve_impl; "
+          "print(resolve_impl('auto'), cpu_kernels.usable()); resolve_impl('cpu_kernel')")
   result = run_python(code, CXX=str(tmp_path / "no-such-c++"), MNET_JAX_CACHE=str(tmp_path / "cache"))
-  assert result.stdout.strip() == "shifted_vjp"
-  assert "the C++ CPU kernel is unavailable (no C++ compiler" in result.stderr
+  assert result.stdout.split() == ["shifted_vjp", "False"]
+  assert "the C++ CPU kernels are unavailable (no C++ compiler" in result.stderr
   assert ("ConfigError: depthwise_impl='cpu_kernel' is unavailable: no C++ compiler "
           f"'{tmp_path / 'no-such-c++'}' (set $CXX); use auto or shifted_vjp") in result.stderr
 
 
 def test_auto_on_several_cpu_devices_avoids_the_custom_call():
-  code = ("import jax; from mnet_jax.models.depthwise import resolve_impl; "
-          "print(jax.device_count(), resolve_impl('auto'))")
+  code = ("import jax; from mnet_jax.models import cpu_kernels; from mnet_jax.models.depthwise import resolve_impl; "
+          "print(jax.device_count(), resolve_impl('auto'), cpu_kernels.usable())")
   result = run_python(code, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  assert result.stdout.split() == ["2", "shifted_vjp"], result.stderr
+  assert result.stdout.split() == ["2", "shifted_vjp", "False"], result.stderr
 
 
 def test_unknown_impl_is_one_clear_line():

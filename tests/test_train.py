@@ -111,7 +111,8 @@ def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
 def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
   # Only the first steps: at lr 0.1 this tiny net is chaotic. Float noise in the gradients (conv weights before
   # BatchNorm sum x * dy over mostly -1 backgrounds, which cancels) grows to percent-level differences in the
-  # loss within about 4 steps, on any two reduction orders; the README documents it.
+  # loss within about 4 steps, on any two reduction orders; the README documents it. Here the orders differ more
+  # than by the split of the batch: one device computes BatchNorm's sums with the C++ kernels, two with XLA.
   flags = ["--config.num_steps=3", "--config.wandb.mode=disabled"]
   run_main(tmp_path / "one", *flags, devices=1)
   run_main(tmp_path / "two", *flags, devices=2)
@@ -119,7 +120,7 @@ def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
   assert len(one) == len(two) == 3
   np.testing.assert_allclose([m["loss"] for m in two], [m["loss"] for m in one], rtol=1e-4)
   np.testing.assert_allclose(two[0]["l2_grads"], one[0]["l2_grads"], rtol=1e-5)  # global BatchNorm statistics
-  np.testing.assert_allclose([m["l2_params"] for m in two], [m["l2_params"] for m in one], rtol=1e-5)
+  np.testing.assert_allclose([m["l2_params"] for m in two], [m["l2_params"] for m in one], rtol=5e-5)
   final_one, final_two = metrics.final_metrics(tmp_path / "one"), metrics.final_metrics(tmp_path / "two")
   assert final_two["test_loss"] == pytest.approx(final_one["test_loss"], rel=1e-3)
 

@@ -9,9 +9,8 @@ feature_group_count=C), so parameters and checkpoints do not depend on the choic
 - `shifted_vjp`: the same forward with a hand-written backward, also as shifted multiply-adds: the
   input gradient is a stride-1 correlation of the (dilated) output gradient with the flipped kernel, the
   kernel gradient k*k products of input windows and output gradient, reduced.
-- `cpu_kernel`: `shifted`'s forward with the input and kernel gradients as C++ loops (depthwise_cpu.cc) called
-  through XLA's FFI; CPU only. The source is compiled on first use with the system's C++ compiler (`$CXX`, else
-  g++) into a cache directory (`$MNET_JAX_CACHE`, else ~/.cache/mnet_jax).
+- `cpu_kernel`: `shifted`'s forward with the input and kernel gradients as C++ loops (cpu_kernels.cc, compiled on
+  first use, see cpu_kernels.py) called through XLA's FFI; CPU only.
 - `auto`: the fastest of these on the current backend, from the measurements in BENCHMARKS.md: `cpu_kernel` on
   CPU when it compiles and the process sees one device (XLA cannot split a custom call over several devices,
   it would gather the batch), `shifted_vjp` on CPU otherwise, `xla` elsewhere.
@@ -19,15 +18,7 @@ feature_group_count=C), so parameters and checkpoints do not depend on the choic
 XLA:CPU lowers grouped convolutions, and their transposes, to slow generic loops; see BENCHMARKS.md.
 """
 
-import ctypes
 import functools
-import hashlib
-import os
-import pathlib
-import platform
-import subprocess
-import tempfile
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +26,7 @@ import numpy as np
 from jax import lax
 
 from mnet_jax.errors import ConfigError
+from mnet_jax.models import cpu_kernels
 
 
 def same_padding(size, kernel_size, stride):
@@ -117,67 +109,16 @@ def _shifted_vjp_backward(stride, residuals, grad):
 
 depthwise_shifted_vjp.defvjp(_shifted_forward_saving_inputs, _shifted_vjp_backward)
 
-CPU_KERNEL_SOURCE = pathlib.Path(__file__).with_name("depthwise_cpu.cc")
-CPU_KERNEL_TARGETS = ("InputGrad", "KernelGrad")
-
-
-def cpu_kernel_flags():
-  return ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}"]
-
-
-@functools.cache
-def cpu_kernel_library():
-  """Compiles depthwise_cpu.cc (once per source, flags, jaxlib and CPU), loads it, registers its FFI targets.
-
-  Returns the error message instead when it cannot be built (no compiler, a failed compile).
-  """
-  compiler = os.environ.get("CXX", "g++")
-  key = hashlib.sha256("\n".join([CPU_KERNEL_SOURCE.read_text(), compiler, *cpu_kernel_flags(), jax.__version__,
-                                   platform.machine(), cpu_model()]).encode()).hexdigest()[:16]
-  cache = pathlib.Path(os.environ.get("MNET_JAX_CACHE", pathlib.Path.home() / ".cache" / "mnet_jax"))
-  library = cache / f"depthwise_cpu-{key}.so"
-  if not library.exists():
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # concurrent builds each write their own file
-      built = pathlib.Path(tmp) / library.name
-      try:
-        result = subprocess.run([compiler, *cpu_kernel_flags(), str(CPU_KERNEL_SOURCE), "-o", str(built)],
-                                capture_output=True, text=True)
-      except FileNotFoundError:
-        return f"no C++ compiler {compiler!r} (set $CXX)"
-      if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if "error" in line] or [f"exit {result.returncode}"]
-        return f"{compiler} failed on {CPU_KERNEL_SOURCE.name}: {errors[0].strip()}"
-      os.replace(built, library)
-  try:
-    handle = ctypes.cdll.LoadLibrary(str(library))
-  except OSError as e:
-    return f"cannot load {library} ({e}); delete it to rebuild"
-  for target in CPU_KERNEL_TARGETS:
-    handler = jax.ffi.pycapsule(getattr(handle, f"MnetDepthwise{target}"))
-    jax.ffi.register_ffi_target(f"mnet_depthwise_{target}", handler, platform="cpu")
-  return None
-
-
-def cpu_model():
-  """The CPU's model line, so that a cache shared by different machines keeps one -march=native build each."""
-  try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      return next((line for line in cpuinfo if line.startswith("model name")), "")
-  except OSError:
-    return ""
-
 
 def cpu_kernel_call(target, result_shape, a, b, stride, padding):
   (top, _), (left, _) = padding
-  return jax.ffi.ffi_call(f"mnet_depthwise_{target}", jax.ShapeDtypeStruct(result_shape, jnp.float32))(
-      a.astype(jnp.float32), b.astype(jnp.float32), stride=np.int64(stride), pad_top=np.int64(top),
-      pad_left=np.int64(left))
+  return cpu_kernels.call(target, result_shape, a, b, stride=np.int64(stride), pad_top=np.int64(top),
+                          pad_left=np.int64(left))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def depthwise_cpu_kernel(x, kernel, stride):
-  """`shifted`'s forward, which XLA fuses with the BatchNorm around it, and the C++ kernels of depthwise_cpu.cc
+  """`shifted`'s forward, which XLA fuses with the BatchNorm around it, and the C++ kernels of cpu_kernels.cc
   for the gradients, in float32 whatever the input dtype (as XLA's convolution accumulates)."""
   return depthwise_shifted(x, kernel, stride)
 
@@ -187,8 +128,8 @@ def _cpu_kernel_backward(stride, residuals, grad):
   _, h, w, c = x.shape
   k = kernel.shape[0]
   padding = same_padding(h, k, stride), same_padding(w, k, stride)
-  grad_x = cpu_kernel_call("InputGrad", x.shape, grad, kernel.reshape(k, k, c), stride, padding)
-  grad_kernel = cpu_kernel_call("KernelGrad", (k, k, c), x, grad, stride, padding)
+  grad_x = cpu_kernel_call("DepthwiseInputGrad", x.shape, grad, kernel.reshape(k, k, c), stride, padding)
+  grad_kernel = cpu_kernel_call("DepthwiseKernelGrad", (k, k, c), x, grad, stride, padding)
   return grad_x.astype(x.dtype), grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -204,12 +145,7 @@ def auto_impl():
   """The implementation `auto` stands for here; chosen from the measurements in BENCHMARKS.md."""
   if jax.default_backend() != "cpu":
     return "xla"  # the only one measured on GPU
-  if jax.device_count() > 1:
-    return "shifted_vjp"
-  if (error := cpu_kernel_library()) is not None:
-    warnings.warn(f"depthwise: the C++ CPU kernel is unavailable ({error}); using the slower shifted_vjp")
-    return "shifted_vjp"
-  return "cpu_kernel"
+  return "cpu_kernel" if cpu_kernels.usable() else "shifted_vjp"
 
 
 def check_impl(impl):
@@ -219,7 +155,7 @@ def check_impl(impl):
     if jax.default_backend() != "cpu":
       raise ConfigError(f"depthwise_impl='cpu_kernel' runs on CPU only, not on {jax.default_backend()!r}; "
                         f"allowed there: auto, xla, shifted, shifted_vjp")
-    if (error := cpu_kernel_library()) is not None:
+    if (error := cpu_kernels.library_error()) is not None:
       raise ConfigError(f"depthwise_impl='cpu_kernel' is unavailable: {error}; use auto or shifted_vjp")
 
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mnet_jax.errors import ConfigError
+from mnet_jax.models.batchnorm import ACTIVATION_UPPER, BatchNormAct
 from mnet_jax.models.depthwise import check_impl, depthwise_conv
 from mnet_jax.models.pointwise import pointwise_conv
 
@@ -35,7 +36,7 @@ BLOCKS = (
 SHALLOW_REMOVED_BLOCKS = (7, 8, 9, 10, 11)  # Table 5's "Shallow MobileNet" drops the five 14x14x512 blocks
 
 VARIANTS = ("standard", "shallow", "full_conv")
-ACTIVATIONS = {"relu": nn.relu, "relu6": nn.relu6}
+ACTIVATIONS = tuple(ACTIVATION_UPPER)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MIN_RESOLUTION = 32  # the network downsamples by 32
 
@@ -102,7 +103,7 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
 
 
 class ConvBN(nn.Module):
-  """A conv layer of any kind (no bias), then BatchNorm and the activation."""
+  """A conv layer of any kind (no bias), then BatchNorm and the activation (batchnorm.py)."""
 
   layer: Layer
   activation: str
@@ -126,12 +127,7 @@ class ConvBN(nn.Module):
     else:
       x = lax.conv_general_dilated(
           x, kernel, (layer.stride, layer.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    # Two-pass variance: the fast E[x^2] - E[x]^2 cancels badly for channels with a large mean (e.g. uniform
-    # image backgrounds), which made gradients differ by ~1% between reduction orders (1 vs 2 devices).
-    x = nn.BatchNorm(
-        use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-        use_fast_variance=False, dtype=self.dtype, name="bn")(x)
-    return ACTIVATIONS[self.activation](x)
+    return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, name="bn")(x, train)
 
 
 class MobileNetV1(nn.Module):
@@ -158,7 +154,7 @@ class MobileNetV1(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False):
-    check_choice("activation", self.activation, tuple(ACTIVATIONS))
+    check_choice("activation", self.activation, ACTIVATIONS)
     check_choice("dtype", self.dtype, tuple(DTYPES))
     check_impl(self.depthwise_impl)
     if not 0 <= self.dropout_rate < 1:

@@ -1,7 +1,12 @@
-// The gradients of a depthwise convolution on CPU as XLA FFI custom calls: input gradient and kernel gradient.
-// (The forward stays in XLA, which fuses it with the BatchNorm around it; a C++ forward measured no faster.)
+// CPU kernels called through XLA's FFI (see cpu_kernels.py), all float32, channels last:
+// - the gradients of a depthwise convolution, input gradient and kernel gradient (the forward stays in XLA,
+//   which fuses it well; a C++ forward measured no faster);
+// - BatchNorm's per-channel statistics in training: the mean and (two-pass) variance of the forward, and the two
+//   sums its backward needs, each in one pass over its inputs. XLA:CPU first writes out every elementwise
+//   product it reduces (x - mean, the masked output gradient, its product with the normalised input) and then
+//   reads it back, ~3x the memory traffic.
 //
-// float32, NHWC activations, kernel (k, k, C) (the (k, k, 1, C) kernel of a feature_group_count=C convolution,
+// Depthwise: NHWC activations, kernel (k, k, C) (the (k, k, 1, C) kernel of a feature_group_count=C convolution,
 // squeezed), any stride, zero padding `pad_top`/`pad_left` at the top/left (and whatever the output size
 // implies at the bottom/right). Each call walks its inputs row by row, the k rows a window needs staying in cache,
 // so XLA:CPU never materialises the k*k shifted windows that a composition of slices needs.
@@ -170,6 +175,93 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+// Sums, over all rows of a (rows, c) array, of row_terms(row, acc), which adds the `width` terms of one row (e.g.
+// two per channel) into acc. Accumulates in double (a float sum of ~10^5 terms of the same sign is off by ~1e-6 of
+// the mean, enough to change BatchNorm gradients by 1e-4); each chunk of rows sums into its own partials, which
+// are added in chunk order.
+template <typename RowTerms>
+std::vector<double> sum_rows(ffi::ThreadPool& pool, int64_t rows, int64_t width, RowTerms row_terms) {
+  int64_t chunks = num_row_chunks(rows);
+  std::vector<double> partials(chunks * width, 0.0);
+  parallel_for(pool, chunks, [&](int64_t chunk) {
+    double* acc = partials.data() + chunk * width;
+    for (int64_t row = rows * chunk / chunks; row < rows * (chunk + 1) / chunks; ++row) row_terms(row, acc);
+  });
+  std::vector<double> sums(width, 0.0);
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t t = 0; t < width; ++t) sums[t] += partials[chunk * width + t];
+  return sums;
+}
+
+constexpr int64_t kMaxChannels = 256;  // the channels of a row that BatchNormActGradSums handles at a time
+
+int64_t channels(const ffi::Buffer<ffi::F32>& x) {
+  auto dims = x.dimensions();
+  return dims[dims.size() - 1];
+}
+
+// mean[c] and the biased variance var[c] = mean of (x - mean[c])^2, over all but the last axis of x.
+ffi::Error ChannelMoments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
+                          ffi::ResultBuffer<ffi::F32> var) {
+  int64_t c = channels(x), rows = x.element_count() / c;
+  const float* xs = x.typed_data();
+  std::vector<double> means = sum_rows(pool, rows, c, [&](int64_t row, double* __restrict acc) {
+    const float* __restrict in = xs + row * c;
+    for (int64_t ch = 0; ch < c; ++ch) acc[ch] += in[ch];
+  });
+  for (double& m : means) m /= rows;
+  const double* __restrict m = means.data();
+  std::vector<double> vars = sum_rows(pool, rows, c, [&](int64_t row, double* __restrict acc) {
+    const float* __restrict in = xs + row * c;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double d = in[ch] - m[ch];
+      acc[ch] += d * d;
+    }
+  });
+  for (int64_t ch = 0; ch < c; ++ch) {
+    mean->typed_data()[ch] = static_cast<float>(means[ch]);
+    var->typed_data()[ch] = static_cast<float>(vars[ch] / rows);
+  }
+  return ffi::Error::Success();
+}
+
+// The backward of y = clip(xhat * scale + bias, 0, upper), xhat = (x - mean) * rstd, needs per channel the sums
+// of g and of g * xhat, where g = dy where 0 < xhat * scale + bias < upper and 0 elsewhere (the activation's
+// gradient as JAX defines it). sums is (2, c): sums[0] = sum of g, sums[1] = sum of g * xhat.
+ffi::Error BatchNormActGradSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
+                                ffi::Buffer<ffi::F32> mean, ffi::Buffer<ffi::F32> rstd, ffi::Buffer<ffi::F32> scale,
+                                ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> sums, float upper) {
+  int64_t c = channels(x), rows = x.element_count() / c;
+  const float* dys = dy.typed_data();
+  const float* xs = x.typed_data();
+  const float* __restrict m = mean.typed_data();
+  const float* __restrict r = rstd.typed_data();
+  const float* __restrict s = scale.typed_data();
+  const float* __restrict b = bias.typed_data();
+  std::vector<double> totals = sum_rows(pool, rows, 2 * c, [&](int64_t row, double* __restrict acc) {
+    const float* __restrict in = xs + row * c;
+    const float* __restrict grad = dys + row * c;
+    float terms[2 * kMaxChannels];  // this row's g and g * xhat, in float (two loops, so that both vectorise)
+    for (int64_t start = 0; start < c; start += kMaxChannels) {
+      int64_t n = std::min(kMaxChannels, c - start);
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t ch = start + i;
+        float xhat = (in[ch] - m[ch]) * r[ch];
+        float z = xhat * s[ch] + b[ch];
+        float g = (z > 0.0f) & (z < upper) ? grad[ch] : 0.0f;
+        terms[i] = g;
+        terms[kMaxChannels + i] = g * xhat;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        acc[start + i] += terms[i];
+        acc[c + start + i] += terms[kMaxChannels + i];
+      }
+    }
+  });
+  for (int64_t t = 0; t < 2 * c; ++t) sums->typed_data()[t] = static_cast<float>(totals[t]);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define MNET_DEPTHWISE_HANDLER(symbol, impl)                                                                  \
@@ -185,3 +277,22 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 
 MNET_DEPTHWISE_HANDLER(MnetDepthwiseInputGrad, InputGrad)
 MNET_DEPTHWISE_HANDLER(MnetDepthwiseKernelGrad, KernelGrad)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MnetChannelMoments, ChannelMoments,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MnetBatchNormActGradSums, BatchNormActGradSums,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dy
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // mean
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // rstd
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // scale
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("upper"));
