@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnet_jax import checkpoint, count, data as data_lib, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
+from mnet_jax.models import cpu_kernels
 from mnet_jax.models.mobilenet_v1 import MobileNetV1, check_choice, check_resolution, VARIANTS
 
 
@@ -228,9 +229,18 @@ def write_config(config, workdir):
   return text
 
 
+def use_persistent_compilation_cache():
+  """Keeps compiled programs on disk, in $MNET_JAX_CACHE/xla (else ~/.cache/mnet_jax/xla) unless
+  jax_compilation_cache_dir is set already: a resumed run, a sweep cell run again or another run of the same
+  shapes skips XLA's compilation, most of a short run on CPU (a 2-step Fashion-MNIST cell: ~90 s -> ~20 s)."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(cpu_kernels.cache_root() / "xla"))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from workdir's latest checkpoint if any), evaluates on the test split, returns the final
   metrics. A workdir whose run has finished returns its final metrics without training."""
+  use_persistent_compilation_cache()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   finished = metrics_lib.final_metrics(workdir)

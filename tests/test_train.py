@@ -163,7 +163,10 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
 def test_imagenet_config_runs_end_to_end_on_mock_data(tmp_path):
   config = imagenet.get_config("runlocal")
   config.wandb.mode = "disabled"
-  with tfds.testing.mock_data(num_examples=40):
+  # mock_data patches the file system for every thread while a dataset is being built: a second epoch's dataset,
+  # built by the prefetch thread during a checkpoint save, made orbax write into the mock (1 run in 3 failed).
+  # 80 examples (runlocal reads 64): 8 steps an epoch, so the 3 steps and 2 prefetched batches build only one.
+  with tfds.testing.mock_data(num_examples=80):
     final = train.train_and_evaluate(config, str(tmp_path))
   assert final["step"] == 3 and final["split"] == "validation" and final["num_examples"] == 20
   assert final["mult_adds"] == 1088128  # alpha 0.25, 32 px, stride-2 stem, 1000 classes
@@ -228,3 +231,26 @@ def test_init_from_starts_a_new_run_from_another_workdirs_weights(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)  # learning rate ~0: the source's weights
   with pytest.raises(ConfigError, match=r"init_from='.*missing' holds no checkpoint readable as this model"):
     train.train_and_evaluate(tiny_config(num_steps=1, init_from=str(tmp_path / "missing")), str(tmp_path / "x"))
+
+
+COMPILATION_CACHE = """
+import jax, jax.numpy as jnp
+from mnet_jax import train
+train.use_persistent_compilation_cache()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.jit(lambda x: x * 2)(jnp.ones(3)).block_until_ready()
+print(jax.config.jax_compilation_cache_dir)
+"""
+
+
+def test_compiled_programs_are_kept_in_the_project_cache_unless_jax_has_one(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  ours = subprocess.run([sys.executable, "-c", COMPILATION_CACHE], capture_output=True, text=True,
+                        env={**env, "MNET_JAX_CACHE": str(tmp_path / "ours")})
+  assert ours.stdout.strip() == str(tmp_path / "ours" / "xla"), ours.stderr
+  assert os.listdir(tmp_path / "ours" / "xla")  # the program compiled above
+  theirs = subprocess.run([sys.executable, "-c", COMPILATION_CACHE], capture_output=True, text=True,
+                          env={**env, "MNET_JAX_CACHE": str(tmp_path / "ours2"),
+                               "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs")})
+  assert theirs.stdout.strip() == str(tmp_path / "theirs") and os.listdir(tmp_path / "theirs"), theirs.stderr
+  assert not (tmp_path / "ours2").exists()

@@ -31,7 +31,7 @@ def library_error():
   compiler = os.environ.get("CXX", "g++")
   key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, *compiler_flags(), jax.__version__,
                                    platform.machine(), cpu_model()]).encode()).hexdigest()[:16]
-  cache = pathlib.Path(os.environ.get("MNET_JAX_CACHE", pathlib.Path.home() / ".cache" / "mnet_jax"))
+  cache = cache_root()
   library = cache / f"cpu_kernels-{key}.so"
   if not library.exists():
     cache.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,11 @@ def library_error():
     jax.ffi.register_ffi_target(f"mnet_{target}", jax.ffi.pycapsule(getattr(handle, f"Mnet{target}")),
                                 platform="cpu")
   return None
+
+
+def cache_root():
+  """Where this project keeps what it builds: $MNET_JAX_CACHE, else ~/.cache/mnet_jax."""
+  return pathlib.Path(os.environ.get("MNET_JAX_CACHE", pathlib.Path.home() / ".cache" / "mnet_jax"))
 
 
 @functools.cache
