@@ -4,7 +4,12 @@ r"""Fashion-MNIST on this CPU: 28-px grayscale images resized to `resolution`, r
 
 The stem has stride 1 (the small-image option: a stride-2 stem leaves a 32-px image 1x1 before the last
 blocks) and the recipe is the modern one with a one-cycle-like schedule: SGD-Nesterov, short linear warmup
-to lr 0.1 at batch 128, cosine decay to 0, horizontal flips. `runlocal` shrinks everything for a smoke test.
+to lr 0.2 at batch 128, cosine decay to 0, horizontal flips. `runlocal` shrinks everything for a smoke test.
+
+Why 0.2 and not the 0.1 that trains the PyTorch twin (issue 3's calibration): every conv is followed by BatchNorm,
+so a conv's effective step is about lr / |w|^2, and this model's He-normal init (fan_in, scale 2) starts each
+kernel ~2.4x the norm of PyTorch's default init: at 0.1 it learns several times slower. Measured with this
+command (seed 0, 3 epochs): 89.55 % at lr 0.1, 91.23 % at 0.2, 91.17 % at 0.4 (README).
 """
 
 from experiments import common
@@ -19,7 +24,7 @@ def get_config(arg=None):
   config.batch_size = 128
   config.num_epochs = 3  # 473 s for the whole command on this 2-core CPU (590 s for the previous code; README)
   config.optim.base_batch_size = 128
-  config.optim.base_learning_rate = 0.1
+  config.optim.base_learning_rate = 0.2
   config.optim.warmup_epochs = 0.6
   config.optim.weight_decay = 5e-5
   config.optim.label_smoothing = 0.0

@@ -6,11 +6,12 @@ r"""Throughput of this project's MobileNet V1 against the same architecture in P
 
 For each setting (alpha, resolution, batch, dtype) it times the jitted training step (forward, backward,
 SGD-momentum update, BatchNorm statistics) and the inference forward pass of both models on random
-real-valued images: warm-up first, then the median of several repeats. It also times the input pipelines
-alone (Fashion-MNIST from its IDX files, and the ImageNet-style Inception crop on JPEGs) for comparison with
-the step. torch is an optional extra (`pip install .[bench]`), imported only here. The PyTorch timings run in
-a child process of the same run, with the C library's default malloc settings (this process sets
-`host_memory.keep_freed_memory()` for JAX, as the training entry points do).
+real-valued images: warm-up first, then the median of several repeats, the two frameworks timed in turns
+(one JAX timing, one PyTorch timing, ...) so that the machine's slow spells fall on both. It also times the
+input pipelines alone (Fashion-MNIST from its IDX files, and the ImageNet-style Inception crop on JPEGs) for
+comparison with the step. torch is an optional extra (`pip install .[bench]`), imported only here. The PyTorch
+timings run in a child process of the same run, with the C library's default malloc settings (this process
+sets `host_memory.keep_freed_memory()` for JAX, as the training entry points do).
 """
 
 import argparse
@@ -58,21 +59,32 @@ def parse_setting(text):
   return alpha, resolution, batch, parts[3]
 
 
-def median_rate(run, images_per_call, calls, repeats):
-  """Median images/s over `repeats` timings of `calls` calls of run() (which blocks until done)."""
-  rates = []
+def time_calls(run, calls):
+  """Seconds taken by `calls` calls of run() (which blocks until done), after a pause that lets the other
+  framework's idle threads stop spinning."""
+  time.sleep(0.05)
+  start = time.perf_counter()
+  for _ in range(calls):
+    run()
+  return time.perf_counter() - start
+
+
+def rates_in_turns(jax_run, peer, kind, images_per_call, calls, repeats):
+  """Median images/s of jax_run and of the peer's `kind` run over `repeats` timings each, taken in turns (jax,
+  torch, jax, ...), so that a slow spell of the machine falls on both."""
+  jax_seconds, torch_seconds = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(calls):
-      run()
-    rates.append(images_per_call * calls / (time.perf_counter() - start))
-  return float(np.median(rates))
+    jax_seconds.append(time_calls(jax_run, calls))
+    torch_seconds.append(peer.apply(torch_time, (kind, calls)))
+  rate = lambda seconds: images_per_call * calls / float(np.median(seconds))  # noqa: E731
+  return rate(jax_seconds), rate(torch_seconds)
 
 
 # This project's model ---------------------------------------------------------------------------
 
 
-def jax_rates(alpha, resolution, batch, dtype, stem_stride, depthwise_impl, device, calls, repeats):
+def jax_runs(alpha, resolution, batch, dtype, stem_stride, depthwise_impl, device):
+  """The training step and the inference forward of this project's model, compiled and run once each."""
   model = MobileNetV1(alpha=alpha, num_classes=NUM_CLASSES, stem_stride=stem_stride, dtype=dtype,
                       depthwise_impl=depthwise_impl)
   rng = np.random.default_rng(0)
@@ -108,13 +120,13 @@ def jax_rates(alpha, resolution, batch, dtype, stem_stride, depthwise_impl, devi
     state, loss = step(state, images, labels, dropout_rng)
     loss.block_until_ready()
 
+  def infer():
+    forward({"params": state[0], "batch_stats": state[1]}, images).block_until_ready()
+
   train()
-  train_rate = median_rate(train, batch, calls, repeats)
-  variables = {"params": state[0], "batch_stats": state[1]}
-  infer = lambda: forward(variables, images).block_until_ready()  # noqa: E731
+  infer()  # compiles
   infer()
-  infer()
-  return train_rate, median_rate(infer, batch, calls, repeats)
+  return train, infer
 
 
 # The PyTorch peer -------------------------------------------------------------------------------
@@ -140,7 +152,11 @@ def torch_model(alpha, stem_stride, num_classes):
                        nn.Linear(channels, num_classes))
 
 
-def torch_rates(alpha, resolution, batch, dtype, stem_stride, platform_name, compile_model, calls, repeats):
+PEER_RUNS = {}  # in the peer's process: the model and its "train" and "infer" runs, of the last setting built
+
+
+def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, compile_model):
+  """Builds the PyTorch model and its training and inference runs in the peer's process, warmed up."""
   import torch
   torch_device = torch.device("cuda" if platform_name == "gpu" else "cpu")
   sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
@@ -167,14 +183,17 @@ def torch_rates(alpha, resolution, batch, dtype, stem_stride, platform_name, com
       run_model(images)
     sync()
 
-  model.train()
-  for _ in range(2):
-    train()
-  train_rate = median_rate(train, batch, calls, repeats)
-  model.eval()
-  for _ in range(2):
-    infer()
-  return train_rate, median_rate(infer, batch, calls, repeats)
+  for training in (True, False):  # warm-up, also of torch.compile's graph for each mode
+    model.train(training)
+    for _ in range(2):
+      train() if training else infer()
+  PEER_RUNS.update(model=model, train=train, infer=infer)
+
+
+def torch_time(kind, calls):
+  """Seconds for `calls` calls of the peer's `kind` run ("train" or "infer"), in the peer's process."""
+  PEER_RUNS["model"].train(kind == "train")
+  return time_calls(PEER_RUNS[kind], calls)
 
 
 def set_torch_threads(platform_name):
@@ -274,10 +293,11 @@ def main(argv=None):
     rows = []
     for alpha, resolution, batch, dtype in settings:
       calls = 1 if resolution * resolution * batch >= 224 * 224 * 16 else 3
-      jax_train, jax_infer = jax_rates(alpha, resolution, batch, dtype, args.stem_stride, args.depthwise_impl,
-                                       device, calls, args.repeats)
-      torch_train, torch_infer = peer.apply(torch_rates, (alpha, resolution, batch, dtype, args.stem_stride,
-                                                          args.device, compile_model, calls, args.repeats))
+      jax_train_run, jax_infer_run = jax_runs(alpha, resolution, batch, dtype, args.stem_stride,
+                                               args.depthwise_impl, device)
+      peer.apply(torch_setup, (alpha, resolution, batch, dtype, args.stem_stride, args.device, compile_model))
+      jax_train, torch_train = rates_in_turns(jax_train_run, peer, "train", batch, calls, args.repeats)
+      jax_infer, torch_infer = rates_in_turns(jax_infer_run, peer, "infer", batch, calls, args.repeats)
       row = {"alpha": alpha, "resolution": resolution, "batch": batch, "dtype": dtype,
              "jax_train_img_s": round(jax_train, 1), "torch_train_img_s": round(torch_train, 1),
              "train_ratio": round(jax_train / torch_train, 3), "jax_infer_img_s": round(jax_infer, 1),

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnet_jax.models import MobileNetV1
+from mnet_jax.models import MobileNetV1, cpu_kernels
 from mnet_jax.models.batchnorm import BatchNormAct, batch_norm_act_cpu, batch_norm_act_reference, per_channel
 
 
@@ -129,3 +129,16 @@ def test_cpu_form_is_as_accurate_as_the_reference():
     loss = lambda x, scale, bias: jnp.sum(form(x, scale, bias, 1e-3, "relu6")[0] * dy)  # noqa: B023, E731
     for actual, exact in zip(jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, scale, bias), expected):
       assert np.linalg.norm(np.asarray(actual, np.float64) - exact) <= 3e-6 * np.linalg.norm(exact), form.__name__
+
+
+def test_channel_moments_against_float64():
+  """The one-pass moments kernel on channels whose mean is 10^4 times their spread, a constant channel, and a first
+  row (the kernel's shift) far out in the tail: mean and variance within float32 rounding of float64's."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((8, 30, 30, 4)) * np.array([1.0, 1e-3, 0.0, 2.0]) + np.array([3.0, 10.0, -7.0, 0.0])
+  x[0, 0, 0] += np.array([100.0, 0.5, 0.0, -300.0])
+  x = x.astype(np.float32)
+  mean, var = jax.jit(lambda x: cpu_kernels.call("ChannelMoments", ((4,), (4,)), x))(x)
+  exact = x.astype(np.float64).reshape(-1, 4)
+  np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-7, atol=0)
+  np.testing.assert_allclose(var, exact.var(0), rtol=1e-6, atol=0)

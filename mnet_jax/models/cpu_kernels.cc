@@ -1,7 +1,7 @@
 // CPU kernels called through XLA's FFI (see cpu_kernels.py), all float32, channels last:
 // - the gradients of a depthwise convolution, input gradient and kernel gradient (the forward stays in XLA,
 //   which fuses it well; a C++ forward measured no faster);
-// - BatchNorm's per-channel statistics in training: the mean and (two-pass) variance of the forward, and the two
+// - BatchNorm's per-channel statistics in training: the mean and variance of the forward, and the two
 //   sums its backward needs, each in one pass over its inputs. XLA:CPU first writes out every elementwise
 //   product it reduces (x - mean, the masked output gradient, its product with the normalised input) and then
 //   reads it back, ~3x the memory traffic.
@@ -200,27 +200,26 @@ int64_t channels(const ffi::Buffer<ffi::F32>& x) {
   return dims[dims.size() - 1];
 }
 
-// mean[c] and the biased variance var[c] = mean of (x - mean[c])^2, over all but the last axis of x.
+// mean[c] and the biased variance var[c] = mean of (x - mean[c])^2, over all but the last axis of x, in one pass:
+// sums of d = x - x[0] and of d^2 per channel, in double. Shifting by the first row keeps the terms of the order of
+// the spread, so var = mean(d^2) - mean(d)^2 does not cancel as E[x^2] - E[x]^2 does for channels with a large mean.
 ffi::Error ChannelMoments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
                           ffi::ResultBuffer<ffi::F32> var) {
   int64_t c = channels(x), rows = x.element_count() / c;
   const float* xs = x.typed_data();
-  std::vector<double> means = sum_rows(pool, rows, c, [&](int64_t row, double* __restrict acc) {
-    const float* __restrict in = xs + row * c;
-    for (int64_t ch = 0; ch < c; ++ch) acc[ch] += in[ch];
-  });
-  for (double& m : means) m /= rows;
-  const double* __restrict m = means.data();
-  std::vector<double> vars = sum_rows(pool, rows, c, [&](int64_t row, double* __restrict acc) {
+  const float* __restrict shift = xs;
+  std::vector<double> sums = sum_rows(pool, rows, 2 * c, [&](int64_t row, double* __restrict acc) {
     const float* __restrict in = xs + row * c;
     for (int64_t ch = 0; ch < c; ++ch) {
-      double d = in[ch] - m[ch];
-      acc[ch] += d * d;
+      double d = static_cast<double>(in[ch]) - shift[ch];
+      acc[ch] += d;
+      acc[c + ch] += d * d;
     }
   });
   for (int64_t ch = 0; ch < c; ++ch) {
-    mean->typed_data()[ch] = static_cast<float>(means[ch]);
-    var->typed_data()[ch] = static_cast<float>(vars[ch] / rows);
+    double mean_d = sums[ch] / rows;
+    mean->typed_data()[ch] = static_cast<float>(shift[ch] + mean_d);
+    var->typed_data()[ch] = static_cast<float>(std::max(sums[c + ch] / rows - mean_d * mean_d, 0.0));
   }
   return ffi::Error::Success();
 }
