@@ -109,7 +109,7 @@ def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
 
 @pytest.mark.slow
 def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
-  # Only the first steps: at lr 0.1 this tiny net is chaotic. Float noise in the gradients (conv weights before
+  # Only the first steps: this tiny net is chaotic. Float noise in the gradients (conv weights before
   # BatchNorm sum x * dy over mostly -1 backgrounds, which cancels) grows to percent-level differences in the
   # loss within about 4 steps, on any two reduction orders; the README documents it. Here the orders differ more
   # than by the split of the batch: one device computes BatchNorm's sums with the C++ kernels, two with XLA.
