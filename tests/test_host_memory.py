@@ -9,7 +9,9 @@ import pytest
 from mnet_jax import host_memory
 
 # A jitted function whose temporary buffer (64 MiB, 16,384 pages) is above glibc's largest mmap threshold.
-# Prints the page faults per call once the allocator has settled (glibc's heap grows over the first calls).
+# Prints the page faults per call once the allocator has settled (glibc's heap grows over the first calls), the
+# fewest of four rounds of 5 calls: a round can fault for reasons outside the allocator (seen once in a full parallel
+# suite, 6,553 faults a call; this VM runs kdamond, which reclaims idle pages, a likely but unconfirmed cause).
 FAULTS_PER_CALL = """
 import resource, sys
 from mnet_jax import host_memory
@@ -19,10 +21,13 @@ x = jnp.ones((8192, 2048))
 f = jax.jit(lambda x: jnp.cumsum(jnp.exp(x), axis=0)[::2].sum())
 for _ in range(20):
   f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-  f(x).block_until_ready()
-print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+rounds = []
+for _ in range(4):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(5):
+    f(x).block_until_ready()
+  rounds.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+print(applied, min(rounds))
 """
 
 
