@@ -116,24 +116,37 @@ def cpu_kernel_call(target, result_shape, a, b, stride, padding):
                           pad_left=np.int64(left))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def depthwise_cpu_kernel(x, kernel, stride):
   """`shifted`'s forward, which XLA fuses with the BatchNorm around it, and the C++ kernels of cpu_kernels.cc
   for the gradients, in float32 whatever the input dtype (as XLA's convolution accumulates)."""
+  return _depthwise_cpu_kernel(x, kernel, stride, x.shape[1], x.shape[2])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_cpu_kernel(x, kernel, stride, height, width):
   return depthwise_shifted(x, kernel, stride)
 
 
-def _cpu_kernel_backward(stride, residuals, grad):
-  x, kernel = residuals
-  _, h, w, c = x.shape
+def _cpu_kernel_forward(x, kernel, stride, height, width):
+  """Keeps the padded input, which the forward reads, for the kernel gradient: saving x itself would make XLA
+  write the BatchNorm's output twice, padded and not."""
   k = kernel.shape[0]
-  padding = same_padding(h, k, stride), same_padding(w, k, stride)
-  grad_x = cpu_kernel_call("DepthwiseInputGrad", x.shape, grad, kernel.reshape(k, k, c), stride, padding)
-  grad_kernel = cpu_kernel_call("DepthwiseKernelGrad", (k, k, c), x, grad, stride, padding)
-  return grad_x.astype(x.dtype), grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
+  padded = pad_same(x, k, stride)
+  out = shifted_valid(padded, kernel[:, :, 0], stride, -(-height // stride), -(-width // stride))
+  return out, (padded, kernel)
 
 
-depthwise_cpu_kernel.defvjp(_shifted_forward_saving_inputs, _cpu_kernel_backward)
+def _cpu_kernel_backward(stride, height, width, residuals, grad):
+  padded, kernel = residuals
+  k, _, _, c = kernel.shape
+  padding = same_padding(height, k, stride), same_padding(width, k, stride)
+  x_shape = (padded.shape[0], height, width, c)
+  grad_x = cpu_kernel_call("DepthwiseInputGrad", x_shape, grad, kernel.reshape(k, k, c), stride, padding)
+  grad_kernel = cpu_kernel_call("DepthwiseKernelGrad", (k, k, c), padded, grad, stride, ((0, 0), (0, 0)))
+  return grad_x.astype(padded.dtype), grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_depthwise_cpu_kernel.defvjp(_cpu_kernel_forward, _cpu_kernel_backward)
 
 IMPLEMENTATIONS = {"xla": depthwise_xla, "shifted": depthwise_shifted, "shifted_vjp": depthwise_shifted_vjp,
                    "cpu_kernel": depthwise_cpu_kernel}

@@ -11,10 +11,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.batchnorm import ACTIVATION_UPPER, BatchNormAct
+from mnet_jax.models.conv import full_conv
 from mnet_jax.models.depthwise import check_impl, depthwise_conv
 from mnet_jax.models.pointwise import pointwise_conv
 
@@ -125,8 +125,7 @@ class ConvBN(nn.Module):
     elif layer.kind == "pointwise":
       x = pointwise_conv(x, kernel[0, 0])
     else:
-      x = lax.conv_general_dilated(
-          x, kernel, (layer.stride, layer.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x = full_conv(x, kernel, layer.stride)
     return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, name="bn")(x, train)
 
 

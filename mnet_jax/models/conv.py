@@ -1,0 +1,32 @@
+"""The full k x k convolution (the stem, and every layer of the 'full_conv' ablation): TF 'SAME' padding, HWIO kernel.
+
+On CPU a convolution over few input channels (the stem's 3) runs as a 1x1 convolution (pointwise.py) of its
+patches, the k*k*C_in input values each output position reads, with the kernel reshaped to (k*k*C_in, C_out).
+XLA:CPU's own convolution was slower at the stem's shapes, its kernel gradient (a convolution with a 112x112
+window at 224 px) most of all (BENCHMARKS.md). Wider inputs keep XLA's convolution: their patches would be
+k*k times the activation. Elsewhere (GPU, TPU) XLA's convolution is used: the patches were not measured there.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mnet_jax.models.depthwise import pad_same, windows
+from mnet_jax.models.pointwise import pointwise_conv
+
+MAX_PATCH_IN_CHANNELS = 4
+
+
+def full_conv(x, kernel, stride):
+  """x (N, H, W, C_in) convolved with kernel (k, k, C_in, C_out)."""
+  k, _, in_channels, out_channels = kernel.shape
+  if jax.default_backend() == "cpu" and in_channels <= MAX_PATCH_IN_CHANNELS:
+    return pointwise_conv(patches(x, k, stride), kernel.reshape(k * k * in_channels, out_channels))
+  return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def patches(x, k, stride):
+  """(N, H_out, W_out, k*k*C): at each output position the k x k window it reads, in the kernel's (i, j, c) order."""
+  _, h, w, _ = x.shape
+  taps = windows(pad_same(x, k, stride), k, stride, -(-h // stride), -(-w // stride))
+  return jnp.concatenate([window for _, _, window in taps], axis=-1)
