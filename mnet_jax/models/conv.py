@@ -27,6 +27,7 @@ def full_conv(x, kernel, stride):
 
 def patches(x, k, stride):
   """(N, H_out, W_out, k*k*C): at each output position the k x k window it reads, in the kernel's (i, j, c) order."""
-  _, h, w, _ = x.shape
-  taps = windows(pad_same(x, k, stride), k, stride, -(-h // stride), -(-w // stride))
-  return jnp.concatenate([window for _, _, window in taps], axis=-1)
+  n, h, w, c = x.shape
+  out_h, out_w = -(-h // stride), -(-w // stride)
+  taps = [window for _, _, window in windows(pad_same(x, k, stride), k, stride, out_h, out_w)]
+  return jnp.stack(taps, axis=3).reshape(n, out_h, out_w, k * k * c)  # XLA:CPU stacks faster than it concatenates
