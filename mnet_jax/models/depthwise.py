@@ -82,7 +82,7 @@ def depthwise_shifted_vjp(x, kernel, stride):
 
 
 def _shifted_forward_saving_inputs(x, kernel, stride):
-  """The custom VJPs' forward: `shifted`, keeping x and the kernel for the backward."""
+  """`shifted_vjp`'s forward: `shifted`, keeping x and the kernel for the backward."""
   return depthwise_shifted(x, kernel, stride), (x, kernel)
 
 
