@@ -128,12 +128,9 @@ def _depthwise_cpu_kernel(x, kernel, stride, height, width):
 
 
 def _cpu_kernel_forward(x, kernel, stride, height, width):
-  """Keeps the padded input, which the forward reads, for the kernel gradient: saving x itself would make XLA
-  write the BatchNorm's output twice, padded and not."""
-  k = kernel.shape[0]
-  padded = pad_same(x, k, stride)
-  out = shifted_valid(padded, kernel[:, :, 0], stride, -(-height // stride), -(-width // stride))
-  return out, (padded, kernel)
+  """Keeps the padded input (the same pad as the forward's, which XLA merges) for the kernel gradient: saving x
+  itself would make XLA write the BatchNorm's output twice, padded and not."""
+  return depthwise_shifted(x, kernel, stride), (pad_same(x, kernel.shape[0], stride), kernel)
 
 
 def _cpu_kernel_backward(stride, height, width, residuals, grad):
