@@ -11,7 +11,7 @@ from mnet_jax import host_memory
 # A jitted function whose temporary buffer (64 MiB, 16,384 pages) is above glibc's largest mmap threshold.
 # Prints the page faults per call once the allocator has settled (glibc's heap grows over the first calls), the
 # fewest of four rounds of 5 calls: a round can fault for reasons outside the allocator (seen once in a full parallel
-# suite, 6,553 faults a call; this VM runs kdamond, which reclaims idle pages, a likely but unconfirmed cause).
+# suite, 6,553 faults a call; cause not established).
 FAULTS_PER_CALL = """
 import resource, sys
 from mnet_jax import host_memory
