@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP) $(FASHION_MNIST) compiler
 
-compiler:  # the C++ CPU kernels (mnet_jax/models/cpu_kernels.cc) are compiled on first use
+compiler:  # the C++ CPU kernels (mnet_jax/ops/cpu_kernels.cc) are compiled on first use
 	command -v $(CXX) >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++)
 
 $(FASHION_MNIST):

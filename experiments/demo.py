@@ -9,14 +9,14 @@ overlaps one cell's single-threaded phases (data loading, compilation) with the 
 cells at experiments/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`.
 """
 
-from experiments import grids
+from experiments import sweep_base
 
-ALPHAS = grids.ALPHAS
-RESOLUTIONS = grids.resolutions("data=fashion_mnist")
+ALPHAS = sweep_base.ALPHAS
+RESOLUTIONS = sweep_base.resolutions("data=fashion_mnist")
 
 
 def get_config(arg=None):
-  config = grids.base_config("data=fashion_mnist")
+  config = sweep_base.base_config("data=fashion_mnist")
   config.num_steps = 60
   config.optim.warmup_steps = 6
   # fashion_mnist.py's peak lr 0.2 is for its 3 epochs; over 60 steps it left the alpha-1 cells at 35-57 % top-1

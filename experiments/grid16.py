@@ -4,14 +4,14 @@
   python -m sweeps.launch --config experiments/grid16.py:data=imagenet --workdir runs/grid16    # ImageNet
 """
 
-from experiments import grids
+from experiments import sweep_base
 
 
 def get_config(arg=None):
-  return grids.base_config(arg)
+  return sweep_base.base_config(arg)
 
 
 def sweep(add, arg=None):
-  for alpha in grids.ALPHAS:
-    for resolution in grids.resolutions(arg):
+  for alpha in sweep_base.ALPHAS:
+    for resolution in sweep_base.resolutions(arg):
       add(alpha=alpha, resolution=resolution)

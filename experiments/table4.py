@@ -3,13 +3,13 @@
   python -m sweeps.launch --config experiments/table4.py:data=imagenet --workdir runs/table4
 """
 
-from experiments import grids
+from experiments import sweep_base
 
 
 def get_config(arg=None):
-  return grids.base_config(arg)
+  return sweep_base.base_config(arg)
 
 
 def sweep(add, arg=None):
   for variant in ("standard", "full_conv"):
-    add(alpha=1.0, resolution=grids.resolutions(arg)[0], variant=variant)
+    add(alpha=1.0, resolution=sweep_base.resolutions(arg)[0], variant=variant)

@@ -3,14 +3,14 @@
   python -m sweeps.launch --config experiments/table5.py:data=imagenet --workdir runs/table5
 """
 
-from experiments import grids
+from experiments import sweep_base
 
 
 def get_config(arg=None):
-  return grids.base_config(arg)
+  return sweep_base.base_config(arg)
 
 
 def sweep(add, arg=None):
-  top = grids.resolutions(arg)[0]
+  top = sweep_base.resolutions(arg)[0]
   add(alpha=0.75, resolution=top, variant="standard")
   add(alpha=1.0, resolution=top, variant="shallow")

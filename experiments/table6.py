@@ -3,13 +3,13 @@
   python -m sweeps.launch --config experiments/table6.py:data=imagenet --workdir runs/table6
 """
 
-from experiments import grids
+from experiments import sweep_base
 
 
 def get_config(arg=None):
-  return grids.base_config(arg)
+  return sweep_base.base_config(arg)
 
 
 def sweep(add, arg=None):
-  for alpha in grids.ALPHAS:
-    add(alpha=alpha, resolution=grids.resolutions(arg)[0])
+  for alpha in sweep_base.ALPHAS:
+    add(alpha=alpha, resolution=sweep_base.resolutions(arg)[0])

@@ -3,13 +3,13 @@
   python -m sweeps.launch --config experiments/table7.py:data=imagenet --workdir runs/table7
 """
 
-from experiments import grids
+from experiments import sweep_base
 
 
 def get_config(arg=None):
-  return grids.base_config(arg)
+  return sweep_base.base_config(arg)
 
 
 def sweep(add, arg=None):
-  for resolution in grids.resolutions(arg):
+  for resolution in sweep_base.resolutions(arg):
     add(alpha=1.0, resolution=resolution)

@@ -29,7 +29,7 @@ import optax
 
 from mnet_jax import host_memory
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
-from mnet_jax.models.depthwise import CHOICES, resolve_impl
+from mnet_jax.ops.depthwise import CHOICES, resolve_impl
 from mnet_jax.models.mobilenet_v1 import BLOCKS, DTYPES, STEM_CHANNELS, MobileNetV1, check_alpha, check_resolution
 
 CPU_SETTINGS = ((1.0, 32, 128, "float32"), (0.5, 32, 128, "float32"), (0.25, 32, 128, "float32"),

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnet_jax import checkpoint, count, data as data_lib, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
-from mnet_jax.models import cpu_kernels
+from mnet_jax.ops import cpu_kernels
 from mnet_jax.models.mobilenet_v1 import MobileNetV1, check_choice, check_resolution, VARIANTS
 
 

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnet_jax.models import MobileNetV1, cpu_kernels
-from mnet_jax.models.batchnorm import BatchNormAct, batch_norm_act_cpu, batch_norm_act_reference, per_channel
+from mnet_jax.models import MobileNetV1
+from mnet_jax.ops import cpu_kernels
+from mnet_jax.ops.batchnorm import BatchNormAct, batch_norm_act_cpu, batch_norm_act_reference, per_channel
 
 
 class FlaxBatchNormAct(nn.Module):

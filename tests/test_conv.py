@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from mnet_jax.models import conv
+from mnet_jax.ops import conv
 
 TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}  # relative to the largest value of the compared array
 

@@ -12,7 +12,7 @@ import pytest
 
 from mnet_jax.errors import ConfigError
 from mnet_jax.models import MobileNetV1
-from mnet_jax.models.depthwise import CHOICES, IMPLEMENTATIONS, depthwise_conv, depthwise_xla, resolve_impl
+from mnet_jax.ops.depthwise import CHOICES, IMPLEMENTATIONS, depthwise_conv, depthwise_xla, resolve_impl
 
 FAST = sorted(set(IMPLEMENTATIONS) - {"xla"})
 TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}  # relative to the largest value of the compared array
@@ -73,8 +73,8 @@ import hashlib, os, sys
 if len(sys.argv) > 1:
   os.sched_setaffinity(0, {0})
 import jax, jax.numpy as jnp, numpy as np
-from mnet_jax.models.batchnorm import batch_norm_act_cpu
-from mnet_jax.models.depthwise import depthwise_conv
+from mnet_jax.ops.batchnorm import batch_norm_act_cpu
+from mnet_jax.ops.depthwise import depthwise_conv
 x = jax.random.normal(jax.random.key(0), (16, 30, 30, 24))
 kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 24))
 def loss(x, kernel):
@@ -105,7 +105,7 @@ def run_python(code, **env):
 def test_cpu_kernel_without_compiler(tmp_path):
   """No compiler: asking for cpu_kernel is one clear line; auto falls back to shifted_vjp (and BatchNorm to its
   plain-JAX form) with a warning."""
-  code = ("from mnet_jax.models import cpu_kernels; from mnet_jax.models.depthwise import resolve_impl; "
+  code = ("from mnet_jax.ops import cpu_kernels; from mnet_jax.ops.depthwise import resolve_impl; "
           "print(resolve_impl('auto'), cpu_kernels.usable()); resolve_impl('cpu_kernel')")
   result = run_python(code, CXX=str(tmp_path / "no-such-c++"), MNET_JAX_CACHE=str(tmp_path / "cache"))
   assert result.stdout.split() == ["shifted_vjp", "False"]
@@ -115,7 +115,7 @@ def test_cpu_kernel_without_compiler(tmp_path):
 
 
 def test_auto_on_several_cpu_devices_avoids_the_custom_call():
-  code = ("import jax; from mnet_jax.models import cpu_kernels; from mnet_jax.models.depthwise import resolve_impl; "
+  code = ("import jax; from mnet_jax.ops import cpu_kernels; from mnet_jax.ops.depthwise import resolve_impl; "
           "print(jax.device_count(), resolve_impl('auto'), cpu_kernels.usable())")
   result = run_python(code, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   assert result.stdout.split() == ["2", "shifted_vjp", "False"], result.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from mnet_jax.errors import ConfigError
 from mnet_jax.models import MobileNetV1, architecture
-from mnet_jax.models.depthwise import IMPLEMENTATIONS, depthwise_conv
+from mnet_jax.ops.depthwise import IMPLEMENTATIONS, depthwise_conv
 
 # Table 1 of the paper at 224 (with the last depthwise stride corrected to 1): output of each layer.
 TABLE1_OUTPUTS = [

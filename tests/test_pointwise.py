@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnet_jax.models.pointwise import _pointwise_conv_cpu, pointwise_conv
+from mnet_jax.ops.pointwise import _pointwise_conv_cpu, pointwise_conv
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-6), ("bfloat16", 1e-2)])

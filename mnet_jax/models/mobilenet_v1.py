@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mnet_jax.errors import ConfigError
-from mnet_jax.models.batchnorm import ACTIVATION_UPPER, BatchNormAct
-from mnet_jax.models.conv import full_conv
-from mnet_jax.models.depthwise import check_impl, depthwise_conv
-from mnet_jax.models.pointwise import pointwise_conv
+from mnet_jax.ops.batchnorm import ACTIVATION_UPPER, BatchNormAct
+from mnet_jax.ops.conv import full_conv
+from mnet_jax.ops.depthwise import check_impl, depthwise_conv
+from mnet_jax.ops.pointwise import pointwise_conv
 
 # Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
 # (pointwise output channels, depthwise stride), global average pool, fully connected.

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mnet_jax.models.depthwise import pad_same, windows
-from mnet_jax.models.pointwise import pointwise_conv
+from mnet_jax.ops.depthwise import pad_same, windows
+from mnet_jax.ops.pointwise import pointwise_conv
 
 MAX_PATCH_IN_CHANNELS = 4
 

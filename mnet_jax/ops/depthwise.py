@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from mnet_jax.errors import ConfigError
-from mnet_jax.models import cpu_kernels
+from mnet_jax.ops import cpu_kernels
 
 
 def same_padding(size, kernel_size, stride):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mnet_jax.models import cpu_kernels
+from mnet_jax.ops import cpu_kernels
 
 ACTIVATION_UPPER = {"relu": math.inf, "relu6": 6.0}  # the activation is clip(z, 0, upper)
 
