@@ -69,7 +69,6 @@ def base_config(alpha, resolution, recipe):
   config.data.eval_crop_fraction = 0.875
   config.data.shuffle_buffer = 10_000
 
-  config.recipe = recipe
   config.optim = optim.recipe_config(recipe)
   config.batch_size = 256
   config.num_epochs = 90.0

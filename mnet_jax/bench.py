@@ -11,7 +11,7 @@ real-valued images: warm-up first, then the median of several repeats, the two f
 input pipelines alone (Fashion-MNIST from its IDX files, and the ImageNet-style Inception crop on JPEGs) for
 comparison with the step. torch is an optional extra (`pip install .[bench]`), imported only here. The PyTorch
 timings run in a child process of the same run, with the C library's default malloc settings (this process
-sets `host_memory.keep_freed_memory()` for JAX, as the training entry points do).
+calls `process.setup_process()` for JAX, as the training entry points do).
 """
 
 import argparse
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnet_jax import host_memory
+from mnet_jax import process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from mnet_jax.ops.depthwise import CHOICES, resolve_impl
 from mnet_jax.models.mobilenet_v1 import BLOCKS, DTYPES, STEM_CHANNELS, MobileNetV1, check_alpha, check_resolution
@@ -268,7 +268,7 @@ def main(argv=None):
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
-  host_memory.keep_freed_memory()
+  process.setup_process()
   try:
     device = jax.devices(args.device)[0]
   except RuntimeError:

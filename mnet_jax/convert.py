@@ -210,14 +210,14 @@ def write_workdir(variables, alpha, resolution, out, source, data_dir=None):
   `data_dir`, None for tfds's default) and `variables` as checkpoint step 0."""
   import jax
   import jax.numpy as jnp
-  from mnet_jax import checkpoint, train
+  from mnet_jax import checkpoint, workdir as workdir_lib
   check_alpha(alpha)
   check_resolution(resolution)
   for taken in ("checkpoints", "metrics.jsonl"):
     if os.path.exists(os.path.join(out, taken)):
       raise ConfigError(f"--out {out!r} already holds {taken}; convert into a new directory")
   os.makedirs(out, exist_ok=True)
-  train.write_config(eval_config(alpha, resolution, data_dir), out)
+  workdir_lib.write_config(eval_config(alpha, resolution, data_dir), out)
   variables = jax.tree.map(jnp.asarray, variables)
   checkpoint.save_variables(out, variables, step=0, meta={"converted_from": source, "train_seconds": 0.0})
   return out
@@ -248,6 +248,8 @@ def main(argv=None):
   parser.add_argument("--out", required=True, help="workdir to create")
   parser.add_argument("--data-dir", help="tfds data_dir holding the prepared imagenet2012 (default: tfds's own)")
   args = parser.parse_args(argv)
+  from mnet_jax import process
+  process.setup_process()
   convert_h5(args.keras_h5, args.alpha, args.resolution, args.out, args.data_dir)
   print(f"wrote {args.out}/config.json and checkpoint step 0; evaluate with: "
         f"python -m mnet_jax.evaluate --workdir {args.out}")

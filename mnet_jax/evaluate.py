@@ -10,20 +10,11 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mnet_jax import checkpoint, data as data_lib, metrics as metrics_lib, train
+from mnet_jax import checkpoint, data as data_lib, metrics as metrics_lib, process, train
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
-
-
-def load_config(workdir):
-  path = os.path.join(workdir, "config.json")
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (OSError, ValueError) as e:
-    raise ConfigError(f"cannot read the run's config {path!r}: {e}") from None
+from mnet_jax.workdir import final_record, load_config, model_facts, model_from_config
 
 
 def evaluate_workdir(workdir):
@@ -31,7 +22,7 @@ def evaluate_workdir(workdir):
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
   data = data_lib.build(config, eval_only=True)
-  model = train.model_from_config(config, data.num_classes)
+  model = model_from_config(config, data.num_classes)
   mesh = train.make_mesh()
   replicated = NamedSharding(mesh, PartitionSpec())
   dummy = jnp.zeros((1, config.resolution, config.resolution, 3), jnp.float32)
@@ -50,7 +41,7 @@ def evaluate_workdir(workdir):
       ema_evaluation = train.evaluate(eval_step, ema[1], data, batch_sharding)
       evaluation.update({f"ema_{k}": v for k, v in ema_evaluation.items() if k != "num_examples"})
   previous = metrics_lib.final_metrics(workdir) or {}
-  record = train.final_record(step, evaluation, train.model_facts(config, data.num_classes),
+  record = final_record(step, evaluation, model_facts(config, data.num_classes),
                               previous.get("train_seconds"), previous.get("images_per_second"))
   metrics_lib.Writer(workdir).write(record)
   return record
@@ -61,7 +52,7 @@ def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m mnet_jax.evaluate", description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="a run directory with config.json and checkpoints/")
   args = parser.parse_args(argv)
-  data_lib.hide_gpus_from_tensorflow()
+  process.setup_process()
   record = evaluate_workdir(args.workdir)
   print(json.dumps({k: v for k, v in record.items()}, default=str))
 

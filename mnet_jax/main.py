@@ -7,33 +7,29 @@ jax.distributed detects, e.g. SLURM) and `--multihost`.
 
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json and metrics.jsonl.", required=True)
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (one process per host).")
-config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py[:args]).", lock_config=True)
+from mnet_jax import config_file, process
+from mnet_jax.errors import OneLineArgumentParser, exit_on_config_error
 
 
-def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {argv[1:]}; use --config.field=value to override the config")
+@exit_on_config_error
+def main(argv=None):
+  parser = OneLineArgumentParser(prog="python -m mnet_jax.main", description=__doc__.splitlines()[0])
+  parser.add_argument("--config", required=True, help="experiment config file, path.py[:arg] (experiments/*.py)")
+  parser.add_argument("--workdir", required=True, help="directory for checkpoints, config.json and metrics.jsonl")
+  parser.add_argument("--multihost", action="store_true",
+                      help="call jax.distributed.initialize() first (one process per host)")
+  args, rest = parser.parse_known_args(argv)
+  from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  from mnet_jax import host_memory
-  host_memory.keep_freed_memory()
-  import jax
-  if FLAGS.multihost:
-    jax.distributed.initialize()
-  from mnet_jax import data, train
-  from mnet_jax.errors import ConfigError
-  data.hide_gpus_from_tensorflow()
+  process.setup_process(multihost=args.multihost)
+  config = config_file.load(args.config, config_file.parse_overrides(rest))
+  from mnet_jax import train
   try:
-    final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, train.TrainingDiverged) as e:
+    final = train.train_and_evaluate(config, args.workdir)
+  except train.TrainingDiverged as e:
     sys.exit(f"error: {e}")
-  print(f"test top-1 {final['test_top1']:.4f} after {final['step']} steps; metrics in {FLAGS.workdir}/metrics.jsonl")
+  print(f"test top-1 {final['test_top1']:.4f} after {final['step']} steps; metrics in {args.workdir}/metrics.jsonl")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -14,6 +14,8 @@ import warnings
 
 import jax
 
+from mnet_jax.workdir import write_atomically
+
 WANDB_MODES = ("offline", "online", "auto", "disabled")
 
 
@@ -40,10 +42,7 @@ def truncate_after(workdir, step):
   if jax.process_index() != 0:
     return
   kept = [m for m in read_metrics(workdir) if m.get("step", 0) <= step and not m.get("final")]
-  path = metrics_path(workdir)
-  with open(path + ".tmp", "w") as f:
-    f.writelines(json.dumps(m) + "\n" for m in kept)
-  os.replace(path + ".tmp", path)
+  write_atomically(metrics_path(workdir), "".join(json.dumps(m) + "\n" for m in kept))
 
 
 def jsonable(value):
@@ -94,12 +93,16 @@ def has_wandb_key():
     return False
 
 
-def start_wandb(wandb_config, config_dict, workdir, wandb_run_id):
-  """A wandb run (resumed when `wandb_run_id` already exists), or None when disabled or on process > 0."""
-  mode = wandb_config.mode
+def check_wandb_mode(mode):
   if mode not in WANDB_MODES:
     from mnet_jax.errors import ConfigError
     raise ConfigError(f"wandb.mode={mode!r} is unknown; allowed: {', '.join(WANDB_MODES)}")
+
+
+def start_wandb(wandb_config, config_dict, workdir, wandb_run_id):
+  """A wandb run (resumed when `wandb_run_id` already exists), or None when disabled or on process > 0."""
+  mode = wandb_config.mode
+  check_wandb_mode(mode)
   if mode == "disabled" or jax.process_index() != 0:
     return None
   if mode == "auto":

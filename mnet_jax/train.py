@@ -7,8 +7,7 @@ batch statistics are computed over the global batch without any axis_name. The s
 late so the device never waits for the host.
 """
 
-import dataclasses
-import json
+import contextlib
 import os
 import threading
 import queue
@@ -23,10 +22,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mnet_jax import checkpoint, count, data as data_lib, metrics as metrics_lib, optim
+from mnet_jax import checkpoint, data as data_lib, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
-from mnet_jax.ops import cpu_kernels
-from mnet_jax.models.mobilenet_v1 import MobileNetV1, check_choice, check_resolution, VARIANTS
+from mnet_jax.models.mobilenet_v1 import check_positive_int
+from mnet_jax.workdir import final_record, model_facts, model_from_config, write_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,22 +45,68 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def model_from_config(config, num_classes):
-  check_choice("variant", config.variant, VARIANTS)
-  check_resolution(config.resolution)
-  options = {k: v for k, v in config.model.to_dict().items() if v is not None}
-  try:
-    return MobileNetV1(alpha=config.alpha, num_classes=num_classes, variant=config.variant, **options)
-  except TypeError as e:
-    raise ConfigError(f"config.model has a field MobileNetV1 does not take: {e}") from None
-
-
 def total_steps(config, steps_per_epoch):
   return optim.to_steps("num", config.num_epochs, config.get("num_steps"), steps_per_epoch)
 
 
-def config_json(config):
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+def check_config(config):
+  """Checks every field that can be checked without the data, so that a refused run writes nothing."""
+  model = model_from_config(config, num_classes=1)
+  image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
+  jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), image)
+  data_lib.check_batch_size(config.batch_size)
+  optim.build(config.optim, config.batch_size, steps_per_epoch=1, total_steps=total_steps(config, 1))
+  for name in ("log_every_steps", "checkpoint_every_steps"):
+    check_positive_int(name, config[name])
+  if config.get("eval_every_steps") is not None:
+    check_positive_int("eval_every_steps", config.eval_every_steps)
+  metrics_lib.check_wandb_mode(config.wandb.mode)
+
+
+class Chrono:
+  """The training clock of one attempt: wall time since the run started (with the earlier attempts'), and
+  images/s that leave out the first step (compilation) and the pauses for evaluation and checkpoints."""
+
+  def __init__(self, seconds_before=0.0):
+    self.now = self.attempt_start = time.time()
+    self.seconds_before = seconds_before
+    self.start, self.images = None, 0  # since the first counted step
+    self.interval_start, self.interval_images = self.now, 0  # since the last log line
+
+  def tick(self, images):
+    """A step has finished; the first of an attempt includes compilation and is not counted."""
+    self.now = time.time()
+    if self.start is None:
+      self.start, self.interval_start, self.interval_images = self.now, self.now, 0
+    else:
+      self.images += images
+      self.interval_images += images
+
+  def interval_rate(self):
+    """Images/s since the last `new_interval()`, or None before any counted step."""
+    return self.interval_images / max(self.now - self.interval_start, 1e-9) if self.interval_images else None
+
+  def new_interval(self):
+    self.interval_start, self.interval_images = self.now, 0
+
+  def rate(self):
+    """Images/s of the counted steps of this attempt, or None before any."""
+    return self.images / (time.time() - self.start) if self.images else None
+
+  def train_seconds(self):
+    return self.seconds_before + time.time() - self.attempt_start
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time in this block does not count against images/s."""
+    pause_start = time.time()
+    try:
+      yield
+    finally:
+      paused = time.time() - pause_start
+      self.interval_start += paused
+      if self.start is not None:
+        self.start += paused
 
 
 def make_mesh():
@@ -192,60 +237,15 @@ def evaluate_all(jitted_eval_step, state, data, sharding, split):
   return {"split": split, **result}
 
 
-def model_facts(config, num_classes):
-  model = model_from_config(config, num_classes)
-  counts = count.count(config.alpha, config.resolution, config.variant, num_classes, model.min_depth, model.stem_stride)
-  return {"mult_adds": counts["mult_adds"], "params": counts["params"],
-          "trainable_params": counts["trainable_params"], "alpha": config.alpha, "resolution": config.resolution,
-          "variant": config.variant}
-
-
-def final_record(step, evaluation, facts, train_seconds, images_per_second):
-  record = {"final": True, "step": step, "split": evaluation["split"]}
-  record.update({f"test_{k}": v for k, v in evaluation.items() if k not in ("split", "num_examples")})
-  record["num_examples"] = evaluation["num_examples"]
-  record.update(facts)
-  record.update(train_seconds=train_seconds, images_per_second=images_per_second)
-  return record
-
-
-def write_config(config, workdir):
-  """Writes workdir/config.json, or checks that an existing one (a run to resume) holds the same config."""
-  path = os.path.join(workdir, "config.json")
-  text = config_json(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    new = json.loads(text)
-    old.pop("wandb", None), new.pop("wandb", None)
-    if old != new:
-      changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-      raise ConfigError(f"workdir {workdir!r} holds a run with a different config (fields {', '.join(changed)} "
-                        "differ); use a new workdir or the same config")
-  if jax.process_index() == 0:
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
-  return text
-
-
-def use_persistent_compilation_cache():
-  """Keeps compiled programs on disk, in $MNET_JAX_CACHE/xla (else ~/.cache/mnet_jax/xla) unless
-  jax_compilation_cache_dir is set already: a resumed run, a sweep cell run again or another run of the same
-  shapes skips XLA's compilation, most of a short run on CPU (a 2-step Fashion-MNIST cell: ~90 s -> ~20 s)."""
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", str(cpu_kernels.cache_root() / "xla"))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from workdir's latest checkpoint if any), evaluates on the test split, returns the final
   metrics. A workdir whose run has finished returns its final metrics without training."""
-  use_persistent_compilation_cache()
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   finished = metrics_lib.final_metrics(workdir)
   if finished is not None:
     return finished
+  check_config(config)
+  os.makedirs(workdir, exist_ok=True)
   text = write_config(config, workdir)
   data = data_lib.build(config)
   model = model_from_config(config, data.num_classes)
@@ -293,38 +293,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "train": {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}}
     if state.ema is not None:
       items["ema_variables"] = state.ema
-    meta.update(step=step, data_position=step, train_seconds=train_seconds())
-    if throughput_images:
-      meta["images_per_second"] = throughput_images / (time.time() - throughput_start)
+    meta.update(step=step, data_position=step, train_seconds=chrono.train_seconds())
+    rate = chrono.rate()
+    if rate is not None:
+      meta["images_per_second"] = rate
     checkpoint.save(checkpoints, step, items, meta)
 
-  attempt_start = time.time()
-  seconds_before = meta.get("train_seconds", 0.0)
-  train_seconds = lambda: seconds_before + time.time() - attempt_start  # noqa: E731
+  chrono = Chrono(meta.get("train_seconds", 0.0))
   bar = metrics_lib.progress_bar(num_steps, start_step)
-  throughput_start, throughput_images = None, 0
-  interval_start, interval_images = time.time(), 0
   pending = None  # (step, device metrics) of the previous step, fetched one step late
 
   def handle(step, device_metrics):
-    nonlocal interval_start, interval_images, throughput_start, throughput_images
     host = jax.device_get(device_metrics)
     if not np.isfinite(host["loss"]):
       raise TrainingDiverged(f"the training loss is {host['loss']} at step {step}; stopping (lower the learning rate "
                              "or check the data)")
-    now = time.time()
-    if throughput_start is None:  # the first step of an attempt includes compilation: not counted
-      throughput_start, interval_start, interval_images = now, now, 0
-    else:
-      throughput_images += config.batch_size
-      interval_images += config.batch_size
+    chrono.tick(config.batch_size)
     if bar is not None:
       bar.update(1)
-      bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{interval_images / max(now - interval_start, 1e-9):.0f}")
+      bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{chrono.interval_rate() or 0:.0f}")
     if step % log_every == 0 or step == num_steps:
-      rate = interval_images / (now - interval_start) if interval_images else None
-      writer.write({"step": step, **host, "images_per_second": rate, "epoch": step / data.steps_per_epoch})
-      interval_start, interval_images = now, 0
+      writer.write({"step": step, **host, "images_per_second": chrono.interval_rate(),
+                    "epoch": step / data.steps_per_epoch})
+      chrono.new_interval()
 
   try:
     step = start_step
@@ -338,21 +329,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % checkpoint_every == 0 or step == num_steps or (eval_every and step % eval_every == 0):
         handle(*pending)
         pending = None
-        pause_start = time.time()
-        if eval_every and step % eval_every == 0 and step < num_steps:
-          writer.write({"step": step, **evaluate_all(jitted_eval_step, state, data, batch_sharding,
-                                                      config.data.eval_split)})
-        if step % checkpoint_every == 0 or step == num_steps:
-          save_checkpoint(step)
-        paused = time.time() - pause_start  # evaluation and checkpoints do not count against images/s
-        interval_start += paused
-        if throughput_start is not None:
-          throughput_start += paused
+        with chrono.paused():
+          if eval_every and step % eval_every == 0 and step < num_steps:
+            writer.write({"step": step, **evaluate_all(jitted_eval_step, state, data, batch_sharding,
+                                                        config.data.eval_split)})
+          if step % checkpoint_every == 0 or step == num_steps:
+            save_checkpoint(step)
     if pending is not None:
       handle(*pending)
     if bar is not None:
       bar.close()
-    seconds = train_seconds() if start_step < num_steps else meta.get("train_seconds", 0.0)
+    seconds = chrono.train_seconds() if start_step < num_steps else meta.get("train_seconds", 0.0)
     if start_step == num_steps == 0:
       save_checkpoint(0)
     rate = meta.get("images_per_second")

@@ -7,10 +7,8 @@ Its workdir name is deterministic: `a{alpha}_r{resolution}`, then `_{field}={val
 cell sets to a value that differs from the base config, so the same cell in two sweeps has the same name.
 """
 
-import ast
 import dataclasses
 import glob
-import importlib.util
 import inspect
 import json
 import os
@@ -18,7 +16,9 @@ import re
 
 import ml_collections
 
+from mnet_jax.config_file import import_file, parse_value, set_fields
 from mnet_jax.errors import ConfigError
+from mnet_jax.workdir import write_atomically
 
 SWEEP_FILE = "sweep.json"  # written into the sweep's workdir; the report reads the cell list from it
 
@@ -62,56 +62,13 @@ def load_module(path):
     available = sweep_files(where)
     raise ConfigError(f"sweep config {path!r} does not exist; sweeps in {where}/: "
                       f"{', '.join(available) if available else 'none'}")
-  module_name = "sweep_config_" + re.sub(r"\W", "_", os.path.abspath(path))
-  spec = importlib.util.spec_from_file_location(module_name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = import_file(path)
   for function in ("get_config", "sweep"):
     if not callable(getattr(module, function, None)):
       available = sweep_files(os.path.dirname(path) or ".")
       raise ConfigError(f"{path!r} declares no {function}(); it is not a sweep config (sweeps beside it: "
                         f"{', '.join(available) if available else 'none'})")
   return module
-
-
-def field_type(config, dotted):
-  """The type of config field `dotted` ("optim.base_learning_rate"); a one-line error when there is none."""
-  *parents, leaf = dotted.split(".")
-  node = config
-  for i, key in enumerate(parents):
-    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-      raise ConfigError(f"config field {'.'.join(parents[:i + 1])!r} does not exist (overriding {dotted!r})")
-    node = node[key]
-  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-    raise ConfigError(f"config field {dotted!r} does not exist")
-  return node.get_type(leaf)
-
-
-def parse_value(config, dotted, text):
-  """Command-line text for field `dotted`, as the field's type: strings stay strings, the rest are literals."""
-  kind = field_type(config, dotted)
-  if kind is str:
-    return text
-  if kind is bool:
-    if text.lower() not in ("true", "false", "1", "0"):
-      raise ConfigError(f"--config.{dotted}={text!r} is not a boolean; allowed: true, false")
-    return text.lower() in ("true", "1")
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    if kind is type(None):  # a placeholder without a type: keep the text
-      return text
-    raise ConfigError(f"--config.{dotted}={text!r} is not a valid {kind.__name__}") from None
-
-
-def set_fields(config, values, source):
-  """Sets dotted fields of config; unknown fields and wrong types are one-line errors naming `source`."""
-  for dotted, value in values.items():
-    field_type(config, dotted)
-    try:
-      config.update_from_flattened_dict({dotted: value})
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"{source} sets {dotted}={value!r}, which the field does not take: {e}") from None
 
 
 def format_value(value):
@@ -187,11 +144,7 @@ def describe(sweep):
 
 def write_description(workdir, sweep):
   """Writes workdir/sweep.json atomically (array jobs may write it at the same time; they write the same text)."""
-  path = os.path.join(workdir, SWEEP_FILE)
-  temporary = f"{path}.{os.getpid()}.tmp"
-  with open(temporary, "w") as f:
-    json.dump(describe(sweep), f, indent=2, default=str)
-  os.replace(temporary, path)
+  write_atomically(os.path.join(workdir, SWEEP_FILE), json.dumps(describe(sweep), indent=2, default=str))
 
 
 def read_description(workdir):

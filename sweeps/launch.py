@@ -23,8 +23,9 @@ import sys
 import time
 import traceback
 
-from mnet_jax import host_memory
+from mnet_jax import config_file, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from mnet_jax.workdir import write_atomically
 from sweeps import grid
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -73,8 +74,8 @@ def measure_latency(config, cell_dir):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from mnet_jax import metrics, train
-  model = train.model_from_config(config, num_classes_of(config, metrics.final_metrics(cell_dir)))
+  from mnet_jax import metrics, workdir
+  model = workdir.model_from_config(config, num_classes_of(config, metrics.final_metrics(cell_dir)))
   image = jnp.zeros((1, config.resolution, config.resolution, 3), jnp.float32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image, train=False))
   variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -92,9 +93,7 @@ def measure_latency(config, cell_dir):
 
 
 def write_json(path, record):
-  with open(path + ".tmp", "w") as f:
-    json.dump(record, f, indent=2)
-  os.replace(path + ".tmp", path)
+  write_atomically(path, json.dumps(record, indent=2))
 
 
 def run_cell(spec, command_line, workdir, index):
@@ -110,11 +109,10 @@ def run_cell(spec, command_line, workdir, index):
   error_path = os.path.join(cell_dir, ERROR_FILE)
   result = {"index": index, "name": cell.name, "status": "skipped", "seconds": 0.0, "test_top1": None, "error": None}
   start = time.time()
-  host_memory.keep_freed_memory()
+  process.setup_process()  # a no-op in the launcher's own process, which has called it already
   try:
     if not is_finished(cell_dir):
-      from mnet_jax import data as data_lib, train
-      data_lib.hide_gpus_from_tensorflow()
+      from mnet_jax import train
       train.train_and_evaluate(cell.config, cell_dir)
       result["status"] = "trained"
     if not os.path.exists(os.path.join(cell_dir, LATENCY_FILE)):
@@ -321,18 +319,16 @@ def parse_args(argv):
                       help="slurm/submitit-local: a submitit parameter (repeatable)")
   parser.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
   args, rest = parser.parse_known_args(argv)
-  command_line = []
-  for item in rest:
-    field, has_value, text = item.partition("=")
-    if not field.startswith("--config.") or not has_value:
-      parser.error(f"unrecognized argument {item!r}; config fields are overridden as --config.field=value")
-    command_line.append((field[len("--config."):], text))
-  return args, command_line
+  try:
+    return args, config_file.parse_overrides(rest)
+  except ConfigError as e:
+    parser.error(str(e))
 
 
 @exit_on_config_error
 def main(argv=None):
   args, command_line = parse_args(argv)
+  process.setup_process()
   sweep = grid.load(args.config, command_line)
   if args.list:
     for cell in sweep.cells:

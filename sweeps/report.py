@@ -10,11 +10,13 @@ DIR/acc_vs_latency.png and DIR/report.md (the grid's Tables 4-7 beside the paper
 
 import csv
 import hashlib
+import io
 import json
 import os
 
-from mnet_jax import paper
+from mnet_jax import metrics, paper, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from mnet_jax.workdir import write_atomically
 from sweeps import grid
 
 COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5", "train_seconds",
@@ -31,20 +33,6 @@ def read_json(path):
     return json.load(f)
 
 
-def read_final(cell_dir):
-  """The last `"final": true` line of cell_dir/metrics.jsonl, or None."""
-  path = os.path.join(cell_dir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None
-  final = None
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        record = json.loads(line)
-        final = record if record.get("final") else final
-  return final
-
-
 def cell_names(workdir):
   description = grid.read_description(workdir)
   if description is not None:
@@ -56,7 +44,7 @@ def cell_row(workdir, name):
   """One results.csv row; status is ok (final metrics), failed (error.json), incomplete (started) or pending."""
   cell_dir = os.path.join(workdir, name)
   config = read_json(os.path.join(cell_dir, "config.json")) or {}
-  final = read_final(cell_dir) or {}
+  final = metrics.final_metrics(cell_dir) or {}
   latency = read_json(os.path.join(cell_dir, "latency.json")) or {}
   error = read_json(os.path.join(cell_dir, "error.json"))
   row = {"cell": name, "alpha": config.get("alpha"), "resolution": config.get("resolution"),
@@ -88,15 +76,7 @@ def dataset_of(workdir, rows):
   return None
 
 
-def write_atomically(path, text):
-  temporary = f"{path}.{os.getpid()}.tmp"
-  with open(temporary, "w") as f:
-    f.write(text)
-  os.replace(temporary, path)
-
-
 def write_csv(path, rows):
-  import io
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
   writer.writeheader()
@@ -171,9 +151,9 @@ def plot(rows, x_key, x_label, path_stem, formats, overlay):
   paths = []
   for extension in formats:
     path = f"{path_stem}.{extension}"
-    temporary = f"{path_stem}.{os.getpid()}.tmp.{extension}"
-    figure.savefig(temporary, dpi=120)
-    os.replace(temporary, path)
+    image = io.BytesIO()
+    figure.savefig(image, format=extension, dpi=120)
+    write_atomically(path, image.getvalue())
     paths.append(path)
   return paths
 
@@ -306,7 +286,6 @@ def write(workdir):
 def log_to_wandb(workdir, sweep_name, wandb_config):
   """Logs the sweep's table and plots as one more run of the sweep's wandb group (offline unless configured)."""
   import ml_collections
-  from mnet_jax import metrics
   workdir = os.path.abspath(workdir)
   rows = rows_of(workdir)
   if not rows or any(r["status"] != "ok" for r in rows):
@@ -334,6 +313,7 @@ def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m sweeps.report", description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True, help="a sweep directory (sweeps.launch --workdir)")
   args = parser.parse_args(argv)
+  process.setup_process()
   paths = write(args.workdir)
   print(f"report: {paths['report']}\nresults: {paths['results']}\nplots: {', '.join(paths['plots'])}")
 

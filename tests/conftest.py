@@ -1,6 +1,6 @@
-from mnet_jax import host_memory
+from mnet_jax import process
 
-host_memory.keep_freed_memory()  # before JAX starts, as in the entry points
+process.setup_process()  # before JAX starts, as in the entry points
 
 import jax  # noqa: E402
 

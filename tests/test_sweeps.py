@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mnet_jax import paper
+from mnet_jax import metrics, paper
 from sweeps import grid, report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,8 +213,8 @@ def test_killed_mid_cell_resumes_that_cell_and_skips_finished_ones(tmp_path):
     time.sleep(0.05)
   os.killpg(process.pid, signal.SIGKILL)
   process.wait()
-  assert report.read_final(str(workdir / "a0.25_r32")) is not None
-  assert report.read_final(str(workdir / "a0.5_r32")) is None
+  assert metrics.final_metrics(str(workdir / "a0.25_r32")) is not None
+  assert metrics.final_metrics(str(workdir / "a0.5_r32")) is None
   first_metrics = (workdir / "a0.25_r32" / "metrics.jsonl").read_bytes()
 
   result = launch("--config", path, "--workdir", str(workdir))
@@ -224,7 +224,7 @@ def test_killed_mid_cell_resumes_that_cell_and_skips_finished_ones(tmp_path):
   resumed_from = int(result.stdout.split("resuming from checkpoint step ")[1].split()[0])
   assert 0 < resumed_from < 60
   assert (workdir / "a0.25_r32" / "metrics.jsonl").read_bytes() == first_metrics
-  assert report.read_final(str(workdir / "a0.5_r32"))["step"] == 60
+  assert metrics.final_metrics(str(workdir / "a0.5_r32"))["step"] == 60
   assert [r["status"] for r in read_csv(workdir / "results.csv")] == ["ok", "ok"]
 
 

@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import fashion_mnist, imagenet
-from mnet_jax import checkpoint, evaluate, metrics, optim, train
+from mnet_jax import checkpoint, evaluate, metrics, optim, train, workdir
 from mnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,9 +79,10 @@ def test_train_and_evaluate_writes_config_metrics_and_checkpoints(tmp_path):
 
 
 def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
-  train.write_config(tiny_config(), str(tmp_path))
+  workdir.write_config(tiny_config(), str(tmp_path))
+  (tmp_path / "metrics.jsonl").write_text("")  # a run has started
   with pytest.raises(ConfigError, match="different config.*alpha"):
-    train.write_config(tiny_config(alpha=0.5), str(tmp_path))
+    workdir.write_config(tiny_config(alpha=0.5), str(tmp_path))
 
 
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
