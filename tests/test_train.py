@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import fashion_mnist, imagenet
-from mnet_jax import checkpoint, evaluate, metrics, optim, train, workdir
+from mnet_jax import checkpoint, config_file, evaluate, metrics, optim, train, workdir
 from mnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +84,45 @@ def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
   (tmp_path / "metrics.jsonl").write_text("")  # a run has started
   with pytest.raises(ConfigError, match="different config.*alpha"):
     workdir.write_config(tiny_config(alpha=0.5), str(tmp_path))
+
+
+def test_a_workdir_without_a_run_takes_a_new_config(tmp_path):
+  """A run refused before it started (no checkpoint, no metrics) does not hold its workdir."""
+  workdir.write_config(tiny_config(), str(tmp_path))
+  workdir.write_config(tiny_config(alpha=0.5), str(tmp_path))
+  assert workdir.load_config(str(tmp_path)).alpha == 0.5
+
+
+def test_a_refused_config_writes_nothing(tmp_path):
+  with pytest.raises(ConfigError, match=r"alpha=0(\.0)? is not allowed"):
+    train.train_and_evaluate(tiny_config(alpha=0), str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_the_recipe_is_a_config_argument_that_sets_the_optimizer():
+  paper = config_file.load("experiments/imagenet.py")
+  modern = config_file.load("experiments/imagenet.py:recipe=modern")
+  assert (paper.optim.optimizer, modern.optim.optimizer) == ("rmsprop", "sgd_nesterov")
+  assert modern.optim.to_dict() == optim.recipe_config("modern").to_dict()
+  with pytest.raises(ConfigError, match="config field 'recipe' does not exist"):
+    config_file.load("experiments/imagenet.py", [("recipe", "modern")])
+
+
+def test_chrono_counts_neither_the_first_step_nor_pauses(monkeypatch):
+  clock = iter([0.0, 10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 21.0, 22.0])
+  monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: next(clock)))  # train's clock only
+  chrono = train.Chrono(seconds_before=100.0)  # t=0
+  chrono.tick(8)  # t=10: the first step (compilation) starts the count
+  chrono.tick(8)  # t=11
+  assert chrono.interval_rate() == 8.0
+  with chrono.paused():  # t=12 to t=13: an evaluation
+    pass
+  chrono.tick(8)  # t=20: 7 s of stepping since the pause
+  assert chrono.interval_rate() == 16 / 9
+  chrono.new_interval()
+  assert chrono.interval_rate() is None
+  assert chrono.rate() == 16 / 10  # t=21
+  assert chrono.train_seconds() == 121.0  # wall time, pauses included, after 100 s of earlier attempts
 
 
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -236,8 +276,8 @@ def test_init_from_starts_a_new_run_from_another_workdirs_weights(tmp_path):
 
 COMPILATION_CACHE = """
 import jax, jax.numpy as jnp
-from mnet_jax import train
-train.use_persistent_compilation_cache()
+from mnet_jax import process
+process.use_persistent_compilation_cache()
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.jit(lambda x: x * 2)(jnp.ones(3)).block_until_ready()
 print(jax.config.jax_compilation_cache_dir)
