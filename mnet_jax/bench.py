@@ -165,7 +165,7 @@ def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, com
   model = torch_model(alpha, stem_stride, NUM_CLASSES).to(torch_device)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (batch, 3, resolution, resolution)).astype(np.float32))
-  images = images.to(torch_device)  # NCHW: on CPU, channels_last depthwise convolutions are ~40x slower here
+  images = images.to(torch_device)  # NCHW: on CPU, PyTorch's channels_last depthwise convolutions are far slower
   labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, batch)).to(torch_device)
   optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
   run_model = torch.compile(model) if compile_model else model

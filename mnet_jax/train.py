@@ -232,7 +232,7 @@ def write_config(config, workdir):
 def use_persistent_compilation_cache():
   """Keeps compiled programs on disk, in $MNET_JAX_CACHE/xla (else ~/.cache/mnet_jax/xla) unless
   jax_compilation_cache_dir is set already: a resumed run, a sweep cell run again or another run of the same
-  shapes skips XLA's compilation, most of a short run on CPU (a 2-step Fashion-MNIST cell: ~90 s -> ~20 s)."""
+  shapes skips XLA's compilation, most of a short run on CPU (docs/performance.md)."""
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(cpu_kernels.cache_root() / "xla"))
 
