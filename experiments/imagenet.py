@@ -1,4 +1,4 @@
-r"""ImageNet (tfds `imagenet2012`, prepared from the manual download; see the README) at any alpha and resolution.
+r"""ImageNet (tfds `imagenet2012`, prepared from the manual download; see docs/training.md) at any alpha and resolution.
 
   python -m mnet_jax.main --config experiments/imagenet.py:alpha=0.5,resolution=160 --workdir runs/0.5-160 \
       --config.data.manual_dir=/data/imagenet/tars --config.data.data_dir=/data/tfds

@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import platform
+import subprocess
 import time
 
 import jax
@@ -164,7 +165,7 @@ def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, com
   model = torch_model(alpha, stem_stride, NUM_CLASSES).to(torch_device)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (batch, 3, resolution, resolution)).astype(np.float32))
-  images = images.to(torch_device)  # NCHW: on CPU, channels_last depthwise convolutions are ~40x slower here
+  images = images.to(torch_device)  # NCHW: on CPU, PyTorch's channels_last depthwise convolutions are far slower
   labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, batch)).to(torch_device)
   optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
   run_model = torch.compile(model) if compile_model else model
@@ -249,6 +250,20 @@ def machine(device):
   return device.device_kind
 
 
+def code_commit(directory=os.path.dirname(os.path.abspath(__file__))):
+  """The commit of the checkout holding `directory` (`git rev-parse --short HEAD`, "+dirty" when tracked files
+  differ from it); "unknown" outside git."""
+  def git(*args):
+    return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=30)
+  try:
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+      return "unknown"
+    return head.stdout.strip() + ("+dirty" if git("diff", "--quiet", "HEAD", "--").returncode == 1 else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
 @exit_on_config_error
 def main(argv=None):
   parser = OneLineArgumentParser(description=__doc__.splitlines()[0],
@@ -282,7 +297,8 @@ def main(argv=None):
   # PyTorch runs in a process of its own, as its users run it: glibc's malloc with its default settings (this
   # one keeps freed memory for JAX, as the training entry points do) and no idle XLA threads beside it.
   with multiprocessing.get_context("spawn").Pool(1) as peer:
-    header = {"machine": machine(device), "date": datetime.date.today().isoformat(), "jax": jax.__version__,
+    header = {"machine": machine(device), "date": datetime.date.today().isoformat(),
+              "commit": code_commit(), "jax": jax.__version__,
               "torch": torch.__version__, "torch_threads": peer.apply(set_torch_threads, (args.device,)),
               "device": args.device, "depthwise_impl": resolve_impl(args.depthwise_impl),
               "stem_stride": args.stem_stride, "torch_mode": "compile" if compile_model else "eager"}

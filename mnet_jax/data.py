@@ -233,7 +233,7 @@ def prepare(builder, data_config):
                "(install them with `apt-get install dataset-fashion-mnist`)")
     elif builder.name == "imagenet2012":
       extra = ("; imagenet2012 needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in data.manual_dir "
-               f"(now {manual_dir!r}), see the README")
+               f"(now {manual_dir!r}), see docs/training.md")
     raise ConfigError(f"cannot prepare tfds dataset {builder.name!r} in {builder.data_dir}: {reason}{extra}") from None
 
 

@@ -1,10 +1,10 @@
 """Keep freed host memory in the process for reuse (glibc only), so that XLA:CPU's steps stop page-faulting.
 
-XLA:CPU mallocs each step's temporary buffer (918 MiB for MobileNet V1 at 224 px, batch 16) from one of its
+XLA:CPU mallocs each step's temporary buffer (about 1 GB for MobileNet V1 at 224 px, batch 16) from one of its
 own threads and frees it when the step ends. glibc serves a block that large from a thread's arena with a
-fresh mmap, and frees it with munmap: every step then faults in every 4 KiB page anew (244,000 faults and
-~0.7 s of kernel time a step at 224 px on the build machine, see BENCHMARKS.md). With one arena, no mmap and
-no trimming of the heap's top, the next step's malloc gets back the pages the last one freed.
+fresh mmap, and frees it with munmap: every step then faults in every 4 KiB page anew (docs/performance.md).
+With one arena, no mmap and no trimming of the heap's top, the next step's malloc gets back the pages the last
+one freed.
 
 It must run before JAX starts its backend (its threads take their arenas when they start). It is left off
 where JAX will run on an accelerator: there the steps' buffers are on the device, and one arena would make

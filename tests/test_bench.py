@@ -7,7 +7,7 @@ import sys
 import pytest
 
 KEYS = {"alpha", "resolution", "batch", "dtype", "jax_train_img_s", "torch_train_img_s", "train_ratio",
-        "jax_infer_img_s", "torch_infer_img_s", "infer_ratio"}
+        "jax_infer_img_s", "torch_infer_img_s", "infer_ratio", "commit"}
 
 
 def run_bench(*args):
@@ -37,3 +37,21 @@ def test_tiny_run_prints_json_lines():
   assert (row["alpha"], row["resolution"], row["batch"], row["dtype"]) == (0.25, 32, 8, "float32")
   assert all(row[k] > 0 for k in KEYS if k.endswith(("img_s", "ratio")))
   assert row["train_ratio"] == pytest.approx(row["jax_train_img_s"] / row["torch_train_img_s"], rel=1e-2)
+
+
+def test_commit_names_the_checkout(tmp_path, monkeypatch):
+  from mnet_jax.bench import code_commit
+  monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+  repo = tmp_path / "repo"
+  repo.mkdir()
+  assert code_commit(repo) == "unknown"
+  git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                                     check=True, capture_output=True, text=True).stdout.strip()
+  git("init", "-q")
+  (repo / "a.py").write_text("x = 1\n")
+  git("add", "a.py")
+  git("commit", "-q", "-m", "a")
+  head = git("rev-parse", "--short", "HEAD")
+  assert code_commit(repo) == head
+  (repo / "a.py").write_text("x = 2\n")
+  assert code_commit(repo) == head + "+dirty"

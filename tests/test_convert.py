@@ -259,7 +259,7 @@ def evaluate_on_mock_imagenet(keras_model, alpha, out):
 
 @pytest.mark.slow
 def test_converted_weights_evaluate_on_mock_imagenet_and_fill_the_report(tmp_path):
-  """The README's path end to end on tfds mock data: convert -> mnet_jax.evaluate -> python -m sweeps.report."""
+  """docs/pretrained.md's path end to end on tfds mock data: convert -> mnet_jax.evaluate -> python -m sweeps.report."""
   records = {}
   for alpha in (0.25, 0.5):
     name = f"{alpha}-32"

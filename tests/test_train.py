@@ -152,7 +152,7 @@ def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
 def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
   # Only the first steps: this tiny net is chaotic. Float noise in the gradients (conv weights before
   # BatchNorm sum x * dy over mostly -1 backgrounds, which cancels) grows to percent-level differences in the
-  # loss within about 4 steps, on any two reduction orders; the README documents it. Here the orders differ more
+  # loss within about 4 steps, on any two reduction orders (docs/training.md). Here the orders differ more
   # than by the split of the batch: one device computes BatchNorm's sums with the C++ kernels, two with XLA.
   flags = ["--config.num_steps=3", "--config.wandb.mode=disabled"]
   run_main(tmp_path / "one", *flags, devices=1)

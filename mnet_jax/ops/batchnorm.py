@@ -9,7 +9,7 @@ Two forms compute the training step, chosen like the depthwise conv's `auto`:
   accelerators and on CPU with several devices or without a C++ compiler.
 - `batch_norm_act_cpu`: the same forward and its hand-written gradient, with the per-channel sums (forward
   moments, backward sums) done by the C++ kernels of cpu_kernels.cc, one pass each; XLA:CPU writes out every
-  elementwise term it reduces and reads it back. 1.3x on the whole training step (BENCHMARKS.md).
+  elementwise term it reduces and reads it back (docs/performance.md).
 """
 
 import functools

@@ -3,7 +3,7 @@
 On CPU a convolution over few input channels (the stem's 3) runs as a 1x1 convolution (pointwise.py) of its
 patches, the k*k*C_in input values each output position reads, with the kernel reshaped to (k*k*C_in, C_out).
 XLA:CPU's own convolution was slower at the stem's shapes, its kernel gradient (a convolution with a 112x112
-window at 224 px) most of all (BENCHMARKS.md). Wider inputs keep XLA's convolution: their patches would be
+window at 224 px) most of all (docs/performance.md). Wider inputs keep XLA's convolution: their patches would be
 k*k times the activation. Elsewhere (GPU, TPU) XLA's convolution is used: the patches were not measured there.
 """
 

@@ -11,11 +11,11 @@ feature_group_count=C), so parameters and checkpoints do not depend on the choic
   kernel gradient k*k products of input windows and output gradient, reduced.
 - `cpu_kernel`: `shifted`'s forward with the input and kernel gradients as C++ loops (cpu_kernels.cc, compiled on
   first use, see cpu_kernels.py) called through XLA's FFI; CPU only.
-- `auto`: the fastest of these on the current backend, from the measurements in BENCHMARKS.md: `cpu_kernel` on
+- `auto`: the fastest of these on the current backend, from the measurements in docs/performance.md: `cpu_kernel` on
   CPU when it compiles and the process sees one device (XLA cannot split a custom call over several devices,
   it would gather the batch), `shifted_vjp` on CPU otherwise, `xla` elsewhere.
 
-XLA:CPU lowers grouped convolutions, and their transposes, to slow generic loops; see BENCHMARKS.md.
+XLA:CPU lowers grouped convolutions, and their transposes, to slow generic loops; see docs/performance.md.
 """
 
 import functools
@@ -152,7 +152,7 @@ CHOICES = ("auto", *IMPLEMENTATIONS)
 
 @functools.cache
 def auto_impl():
-  """The implementation `auto` stands for here; chosen from the measurements in BENCHMARKS.md."""
+  """The implementation `auto` stands for here; chosen from the measurements in docs/performance.md."""
   if jax.default_backend() != "cpu":
     return "xla"  # the only one measured on GPU
   return "cpu_kernel" if cpu_kernels.usable() else "shifted_vjp"

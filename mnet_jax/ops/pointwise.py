@@ -3,7 +3,7 @@
 Its gradient is the one autodiff gives, written out so that one optimization barrier can sit before the
 weight gradient's dot. Without it XLA:CPU fuses the producer of the output gradient (the BatchNorm backward)
 into a copy that writes that gradient transposed for the dot, a cache-hostile pattern that cost more than the
-dot itself: 1.35x on the whole training step at 224 px and 1.2x at 32 px on the build machine (BENCHMARKS.md).
+dot itself (docs/performance.md).
 Elsewhere (GPU, TPU) the plain dot is used: that change was not measured there.
 """
 

@@ -1,0 +1,83 @@
+r"""The CPU kernels of mnet_jax/ops/, each against the plain XLA form it replaces: the whole training step, in turns.
+
+  python benchmarks/kernel_ab.py [--rounds 5] [--setting ALPHA,RES,BATCH,STEM_STRIDE ...]
+
+For each setting it builds the training step of `mnet_jax.bench` (forward, backward, SGD-momentum update,
+BatchNorm statistics, jitted, state donated) once with every kernel (`all`), and once with each kernel swapped
+for what it replaces (`depthwise=xla`, `depthwise=shifted_vjp`, `pointwise=dot`, `batchnorm=reference`,
+`stem=xla_conv`), then times one step of each variant in turn, `--rounds` times, and prints the median
+milliseconds a step and its ratio to `all` (> 1: the kernel makes the step that much faster). Same process,
+same inputs, in turns, so a slow spell of the machine falls on every variant. CPU only.
+"""
+
+import argparse
+import contextlib
+import datetime
+import statistics
+
+from mnet_jax import host_memory
+
+SETTINGS = ("0.5,32,128,1", "1.0,224,16,2")  # the Fashion-MNIST config; the paper's network at 224 px
+
+
+def cpu_model():
+  with open("/proc/cpuinfo") as f:
+    return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+
+
+@contextlib.contextmanager
+def variant(name):
+  """Swaps one kernel for the XLA form it replaces while the step is traced."""
+  from mnet_jax.models import mobilenet_v1
+  from mnet_jax.ops import batchnorm, conv
+  import jax.numpy as jnp
+  swaps = {"pointwise=dot": (mobilenet_v1, "pointwise_conv", jnp.dot),
+           "batchnorm=reference": (batchnorm, "batch_norm_act", batchnorm.batch_norm_act_reference),
+           "stem=xla_conv": (conv, "MAX_PATCH_IN_CHANNELS", 0)}
+  if name not in swaps:
+    yield
+    return
+  module, attribute, value = swaps[name]
+  kept = getattr(module, attribute)
+  setattr(module, attribute, value)
+  try:
+    yield
+  finally:
+    setattr(module, attribute, kept)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--setting", action="append", metavar="ALPHA,RES,BATCH,STEM_STRIDE")
+  parser.add_argument("--rounds", type=int, default=5)
+  args = parser.parse_args()
+  host_memory.keep_freed_memory()  # as the training entry points do
+  import jax
+  from mnet_jax import bench
+  device = jax.devices("cpu")[0]
+  print(f"machine={cpu_model()}, {bench.machine(device)}, "
+        f"date={datetime.date.today().isoformat()}, commit={bench.code_commit()}, jax={jax.__version__}")
+  print(f"{'alpha':>5} {'res':>4} {'batch':>5} {'stem':>4} | {'variant':<20} {'ms/step':>9} {'slower':>7}")
+  for setting in args.setting or SETTINGS:
+    alpha, resolution, batch, stem_stride = setting.split(",")
+    alpha, resolution, batch, stem_stride = float(alpha), int(resolution), int(batch), int(stem_stride)
+    names = ("all", "depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnorm=reference",
+             "stem=xla_conv")
+    steps = {}
+    for name in names:
+      impl = name.split("=")[1] if name.startswith("depthwise=") else "auto"
+      with variant(name):
+        steps[name], _ = bench.jax_runs(alpha, resolution, batch, "float32", stem_stride, impl, device)
+    times = {name: [] for name in names}
+    for _ in range(args.rounds):
+      for name in names:
+        times[name].append(bench.time_calls(steps[name], 1))
+    base = statistics.median(times["all"])
+    for name in names:
+      median = statistics.median(times[name])
+      print(f"{alpha:5.2f} {resolution:4d} {batch:5d} {stem_stride:4d} | {name:<20} {1000 * median:9.1f} "
+            f"{median / base:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
