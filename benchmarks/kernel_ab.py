@@ -1,6 +1,6 @@
 r"""The CPU kernels of mnet_jax/ops/, each against the plain XLA form it replaces: the whole training step, in turns.
 
-  python benchmarks/kernel_ab.py [--rounds 5] [--setting ALPHA,RES,BATCH,STEM_STRIDE ...]
+  python benchmarks/kernel_ab.py [--rounds 5] [--setting ALPHA,RES,BATCH,STEM_STRIDE ...] [--variant NAME ...]
 
 For each setting it builds the training step of `mnet_jax.bench` (forward, backward, SGD-momentum update,
 BatchNorm statistics, jitted, state donated) once with every kernel (`all`), and once with each kernel swapped
@@ -18,6 +18,7 @@ import statistics
 from mnet_jax import host_memory
 
 SETTINGS = ("0.5,32,128,1", "1.0,224,16,2")  # the Fashion-MNIST config; the paper's network at 224 px
+VARIANTS = ("depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnorm=reference", "stem=xla_conv")
 
 
 def cpu_model():
@@ -50,6 +51,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--setting", action="append", metavar="ALPHA,RES,BATCH,STEM_STRIDE")
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: all of them")
   args = parser.parse_args()
   host_memory.keep_freed_memory()  # as the training entry points do
   import jax
@@ -61,8 +63,7 @@ def main():
   for setting in args.setting or SETTINGS:
     alpha, resolution, batch, stem_stride = setting.split(",")
     alpha, resolution, batch, stem_stride = float(alpha), int(resolution), int(batch), int(stem_stride)
-    names = ("all", "depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnorm=reference",
-             "stem=xla_conv")
+    names = ("all", *(args.variant or VARIANTS))
     steps = {}
     for name in names:
       impl = name.split("=")[1] if name.startswith("depthwise=") else "auto"

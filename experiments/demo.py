@@ -19,8 +19,8 @@ def get_config(arg=None):
   config = sweep_base.base_config("data=fashion_mnist")
   config.num_steps = 60
   config.optim.warmup_steps = 6
-  # fashion_mnist.py's peak lr 0.2 is for its 3 epochs; over 60 steps it left the alpha-1 cells at 35-57 % top-1
-  # and 13 of the 24 neighbouring pairs out of order (make demo, 2026-11-23), so the demo keeps 0.1.
+  # fashion_mnist.py's peak lr 0.2 is for its 3 epochs; over 60 steps it left the alpha-1 cells far behind and the
+  # cells' order noisier (docs/perf-log.md), so the demo keeps 0.1.
   config.optim.base_learning_rate = 0.1
   config.log_every_steps = 20
   config.checkpoint_every_steps = 30

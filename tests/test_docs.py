@@ -95,7 +95,7 @@ def test_history_grep_finds_a_planted_word(tmp_path):
   git("init", "-q")
   (tmp_path / "docs").mkdir()
   (tmp_path / HISTORY_FILE).write_text("measured in Sess" "ion 3\n")
-  (tmp_path / "code.py").write_text("subprocess.Popen(cmd, start_new_" "session=True)\n")
+  (tmp_path / "code.py").write_text("subprocess.Popen(cmd, start_new_sess" "ion=True)\n")
   (tmp_path / "notes_sess" "ion2.txt").write_text("fine\n")
   (tmp_path / "train.py").write_text("# fixed in iss" "ue 12\n")
   git("add", ".")
