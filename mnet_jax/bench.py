@@ -29,6 +29,7 @@ import optax
 
 from mnet_jax import host_memory
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from mnet_jax.ops import KERNELS, resolve_kernels
 from mnet_jax.ops.depthwise import CHOICES, resolve_impl
 from mnet_jax.models.mobilenet_v1 import BLOCKS, DTYPES, STEM_CHANNELS, MobileNetV1, check_alpha, check_resolution
 
@@ -83,9 +84,9 @@ def rates_in_turns(jax_run, peer, kind, images_per_call, calls, repeats):
 # This project's model ---------------------------------------------------------------------------
 
 
-def jax_runs(alpha, resolution, batch, dtype, stem_stride, depthwise_impl, device):
+def jax_runs(alpha, resolution, batch, dtype, stem_stride, kernels, depthwise_impl, device):
   """The training step and the inference forward of this project's model, compiled and run once each."""
-  model = MobileNetV1(alpha=alpha, num_classes=NUM_CLASSES, stem_stride=stem_stride, dtype=dtype,
+  model = MobileNetV1(alpha=alpha, num_classes=NUM_CLASSES, stem_stride=stem_stride, dtype=dtype, kernels=kernels,
                       depthwise_impl=depthwise_impl)
   rng = np.random.default_rng(0)
   images = jax.device_put(rng.uniform(-1, 1, (batch, resolution, resolution, 3)).astype(np.float32), device)
@@ -257,7 +258,8 @@ def main(argv=None):
                       help="repeatable; default: the acceptance set of the device")
   parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
   parser.add_argument("--stem-stride", type=int, choices=(1, 2), default=2)
-  parser.add_argument("--depthwise-impl", choices=CHOICES, default="auto")
+  parser.add_argument("--kernels", choices=KERNELS, default="auto", help="the model's kernel set (mnet_jax/ops)")
+  parser.add_argument("--depthwise-impl", choices=CHOICES, default="auto", help="auto: the kernel set's")
   parser.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
                       help="torch.compile the peer (default: on for gpu, off (eager) for cpu)")
   parser.add_argument("--repeats", type=int, default=5)
@@ -279,12 +281,13 @@ def main(argv=None):
   except ImportError:
     raise ConfigError("the benchmark needs PyTorch for the peer model: pip install '.[bench]'") from None
   compile_model = args.device == "gpu" if args.torch_compile is None else args.torch_compile
+  kernels = resolve_kernels(args.kernels)
   # PyTorch runs in a process of its own, as its users run it: glibc's malloc with its default settings (this
   # one keeps freed memory for JAX, as the training entry points do) and no idle XLA threads beside it.
   with multiprocessing.get_context("spawn").Pool(1) as peer:
     header = {"machine": machine(device), "date": datetime.date.today().isoformat(), "jax": jax.__version__,
               "torch": torch.__version__, "torch_threads": peer.apply(set_torch_threads, (args.device,)),
-              "device": args.device, "depthwise_impl": resolve_impl(args.depthwise_impl),
+              "device": args.device, "kernels": kernels, "depthwise_impl": resolve_impl(args.depthwise_impl, kernels),
               "stem_stride": args.stem_stride, "torch_mode": "compile" if compile_model else "eager"}
     if not args.json:
       print(", ".join(f"{k}={v}" for k, v in header.items()))
@@ -294,7 +297,7 @@ def main(argv=None):
     for alpha, resolution, batch, dtype in settings:
       calls = 1 if resolution * resolution * batch >= 224 * 224 * 16 else 3
       jax_train_run, jax_infer_run = jax_runs(alpha, resolution, batch, dtype, args.stem_stride,
-                                               args.depthwise_impl, device)
+                                               kernels, args.depthwise_impl, device)
       peer.apply(torch_setup, (alpha, resolution, batch, dtype, args.stem_stride, args.device, compile_model))
       jax_train, torch_train = rates_in_turns(jax_train_run, peer, "train", batch, calls, args.repeats)
       jax_infer, torch_infer = rates_in_turns(jax_infer_run, peer, "infer", batch, calls, args.repeats)

@@ -30,6 +30,7 @@ def evaluate_workdir(workdir):
   """Evaluates the newest readable checkpoint of workdir; writes and returns the final metrics line."""
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
+  config.model.kernels = "auto"  # config.json records the training's kernel set; evaluate with this process's
   data = data_lib.build(config, eval_only=True)
   model = train.model_from_config(config, data.num_classes)
   mesh = train.make_mesh()
@@ -51,7 +52,8 @@ def evaluate_workdir(workdir):
       evaluation.update({f"ema_{k}": v for k, v in ema_evaluation.items() if k != "num_examples"})
   previous = metrics_lib.final_metrics(workdir) or {}
   record = train.final_record(step, evaluation, train.model_facts(config, data.num_classes),
-                              previous.get("train_seconds"), previous.get("images_per_second"))
+                              previous.get("train_seconds"), previous.get("images_per_second"),
+                              previous.get("kernels"))
   metrics_lib.Writer(workdir).write(record)
   return record
 

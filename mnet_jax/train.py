@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnet_jax import checkpoint, count, data as data_lib, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
-from mnet_jax.ops import cpu_kernels
+from mnet_jax.ops import cpu_kernels, resolve_kernels
 from mnet_jax.models.mobilenet_v1 import MobileNetV1, check_choice, check_resolution, VARIANTS
 
 
@@ -47,9 +47,11 @@ class TrainState:
 
 
 def model_from_config(config, num_classes):
+  """The MobileNetV1 of config, its kernel set resolved for this process ('portable' or 'cpu')."""
   check_choice("variant", config.variant, VARIANTS)
   check_resolution(config.resolution)
   options = {k: v for k, v in config.model.to_dict().items() if v is not None}
+  options["kernels"] = resolve_kernels(options.get("kernels", "auto"))
   try:
     return MobileNetV1(alpha=config.alpha, num_classes=num_classes, variant=config.variant, **options)
   except TypeError as e:
@@ -200,24 +202,34 @@ def model_facts(config, num_classes):
           "variant": config.variant}
 
 
-def final_record(step, evaluation, facts, train_seconds, images_per_second):
+def final_record(step, evaluation, facts, train_seconds, images_per_second, kernels):
   record = {"final": True, "step": step, "split": evaluation["split"]}
   record.update({f"test_{k}": v for k, v in evaluation.items() if k not in ("split", "num_examples")})
   record["num_examples"] = evaluation["num_examples"]
   record.update(facts)
-  record.update(train_seconds=train_seconds, images_per_second=images_per_second)
+  record.update(train_seconds=train_seconds, images_per_second=images_per_second, kernels=kernels)
   return record
 
 
+def with_resolved_kernels(config):
+  """A copy of config whose model.kernels is the kernel set this process runs ('portable' or 'cpu')."""
+  config = config.copy_and_resolve_references()
+  config.model.kernels = resolve_kernels(config.model.get("kernels", "auto"))
+  return config
+
+
 def write_config(config, workdir):
-  """Writes workdir/config.json, or checks that an existing one (a run to resume) holds the same config."""
+  """Writes workdir/config.json, or checks that an existing one (a run to resume) holds the same config.
+
+  model.kernels may differ: a run resumes on another machine's kernel set (the same function up to rounding)."""
   path = os.path.join(workdir, "config.json")
   text = config_json(config)
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
     new = json.loads(text)
-    old.pop("wandb", None), new.pop("wandb", None)
+    for fields in (old, new):
+      fields.pop("wandb", None), fields.get("model", {}).pop("kernels", None)
     if old != new:
       changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
       raise ConfigError(f"workdir {workdir!r} holds a run with a different config (fields {', '.join(changed)} "
@@ -246,6 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finished = metrics_lib.final_metrics(workdir)
   if finished is not None:
     return finished
+  config = with_resolved_kernels(config)
   text = write_config(config, workdir)
   data = data_lib.build(config)
   model = model_from_config(config, data.num_classes)
@@ -357,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       save_checkpoint(0)
     rate = meta.get("images_per_second")
     evaluation = evaluate_all(jitted_eval_step, state, data, batch_sharding, config.data.eval_split)
-    final = final_record(num_steps, evaluation, facts, seconds, rate)
+    final = final_record(num_steps, evaluation, facts, seconds, rate, model.kernels)
     writer.write(final)
     return metrics_lib.final_metrics(workdir) or final
   finally:
