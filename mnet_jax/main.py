@@ -48,13 +48,15 @@ def main(argv):
       initialize_distributed()
   except ConfigError as e:
     sys.exit(f"error: {e}")
+  import jax
   from mnet_jax import data, train
   data.hide_gpus_from_tensorflow()
   try:
     final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ConfigError, train.TrainingDiverged) as e:
     sys.exit(f"error: {e}")
-  print(f"test top-1 {final['test_top1']:.4f} after {final['step']} steps; metrics in {FLAGS.workdir}/metrics.jsonl")
+  if jax.process_index() == 0:
+    print(f"test top-1 {final['test_top1']:.4f} after {final['step']} steps; metrics in {FLAGS.workdir}/metrics.jsonl")
 
 
 if __name__ == "__main__":
