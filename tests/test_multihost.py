@@ -76,7 +76,7 @@ def start(module, case, workdir, processes, *flags):
   return started
 
 
-def finish(started, timeout=300):
+def finish(started, timeout=600):
   outputs = [p.communicate(timeout=timeout) for p in started]
   for process, (out, err) in zip(started, outputs):
     assert process.returncode == 0, err[-3000:]
@@ -88,7 +88,7 @@ def train_lines(workdir):
 
 
 def kill_after_checkpoint(started, workdir, step):
-  deadline = time.time() + 240
+  deadline = time.time() + 600
   while not (workdir / "checkpoints" / str(step)).is_dir():
     assert all(p.poll() is None for p in started), started[0].communicate()[1][-3000:]
     assert time.time() < deadline, "no checkpoint written in time"
