@@ -249,6 +249,15 @@ def use_persistent_compilation_cache():
     jax.config.update("jax_compilation_cache_dir", str(cpu_kernels.cache_root() / "xla"))
 
 
+def wait_for_every_process(name, minutes=30):
+  """Blocks until every process gets here, through jax.distributed's coordination service. The first collective
+  between processes sets up gloo (on CPU) with a 30 s rendezvous, which processes that arrive further apart (one
+  still importing or reading data on a busy host) fail."""
+  if jax.process_count() > 1:
+    from jax._src import distributed  # the client orbax's own barriers use
+    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=minutes * 60 * 1000)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from workdir's latest checkpoint if any), evaluates on the test split, returns the final
   metrics. A workdir whose run has finished returns its final metrics without training."""
@@ -269,6 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state, abstract_state = init_state(model, tx, config, mesh)
 
+  wait_for_every_process("mnet_jax_train_start")
   checkpoints = checkpoint.manager(workdir)
   abstract_items = {"variables": abstract_state.variables(),
                     "train": {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
