@@ -3,6 +3,7 @@ the CPU in float32 and bfloat16 with the losses of the C++ CPU set; the choice i
 line."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def test_portable_kernels_train_with_the_cpu_kernels_losses(tmp_path):
   for step in range(2):
     assert runs["portable", "bfloat16"][step]["loss"] == pytest.approx(runs["cpu", "bfloat16"][step]["loss"], rel=0.08)
     assert runs["portable", "bfloat16"][step]["loss"] == pytest.approx(cpu[step]["loss"], rel=0.08)
+    assert runs["portable", "bfloat16"][step]["loss"] == pytest.approx(math.log(10), abs=0.5)
 
 
 def test_auto_resolves_to_the_cpu_kernels_in_a_single_device_cpu_process():

@@ -118,17 +118,20 @@ def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, name):
   # Only process 0 writes: one line per step and one final line, no duplicates.
   assert [m["step"] for m in train_lines(killed)] == [1, 2, 3, 4]
   assert len([m for m in metrics.read_metrics(killed) if m.get("final")]) == 1
-  # Float noise only: the two processes sum the batch (and BatchNorm's statistics) in another order than one, and
-  # this tiny net turns such differences into percent-level ones within about 4 steps (test_train's two-device
-  # test), so the first two steps' losses are compared tightly, the rest and the evaluation loosely.
+  # Float noise only: two processes sum the batch (and BatchNorm's statistics) in another order than one. Measured
+  # here: the first three steps' losses within 1e-5 and the final test loss within 3e-5 (relative), one test
+  # example of 64 on another side of its decision. Step 4's loss is not compared: this tiny net turns such
+  # differences into percent-level ones within about 4 steps (its last BatchNorms normalise 32 values at 1x1 with
+  # near-constant channels; test_train's two-device test), measured 6 % here.
   losses = [m["loss"] for m in train_lines(killed)]
   reference_losses = [m["loss"] for m in train_lines(reference)]
   if reference_processes == 2:
     assert losses == reference_losses  # the same processes in the same order: bitwise
-  np.testing.assert_allclose(losses[:2], reference_losses[:2], rtol=1e-4)
-  np.testing.assert_allclose(losses, reference_losses, rtol=0.1)
+  np.testing.assert_allclose(losses[:3], reference_losses[:3], rtol=1e-3)
+  assert np.all(np.isfinite(losses))
   assert actual["num_examples"] == expected["num_examples"]
-  assert actual["test_loss"] == pytest.approx(expected["test_loss"], rel=0.05)
+  assert actual["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-3)
+  assert actual["test_top1"] == pytest.approx(expected["test_top1"], abs=2.5 / actual["num_examples"])
 
   # The same checkpoint evaluated by one process: the whole split, each example once, whatever the process count.
   alone = tmp_path / "alone"
