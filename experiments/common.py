@@ -52,7 +52,8 @@ def base_config(alpha, resolution, recipe):
   config.model.bn_epsilon = 1e-3
   config.model.dtype = "float32"
   config.model.min_depth = 8
-  config.model.depthwise_impl = config_dict.placeholder(str)  # None: the model's default for the backend
+  config.model.kernels = "auto"  # 'portable' (GPU/TPU forms) or 'cpu' (C++ kernels); auto: mnet_jax/ops/__init__.py
+  config.model.depthwise_impl = config_dict.placeholder(str)  # None: the kernel set's; others for ablations
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "imagenet2012"

@@ -3,6 +3,8 @@ r"""Throughput of this project's MobileNet V1 against the same architecture in P
   python -m mnet_jax.bench                          # the CPU acceptance set (fp32)
   python -m mnet_jax.bench --setting 0.5,32,128,float32 --json
   python -m mnet_jax.bench --device gpu             # alpha 1, 224 px, bf16, batch 256; PyTorch with torch.compile
+  python -m mnet_jax.bench --device gpu --peer timm  # the peer is timm's mobilenetv1_100 (alpha 1 only)
+  python -m mnet_jax.bench --peer none ...           # this project's model alone (benchmarks/gpu_check.sh)
 
 For each setting (alpha, resolution, batch, dtype) it times the jitted training step (forward, backward,
 SGD-momentum update, BatchNorm statistics) and the inference forward pass of both models on random
@@ -15,6 +17,7 @@ calls `process.setup_process()` for JAX, as the training entry points do).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import multiprocessing
@@ -30,6 +33,7 @@ import optax
 
 from mnet_jax import process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from mnet_jax.ops import KERNELS, resolve_kernels
 from mnet_jax.ops.depthwise import CHOICES, resolve_impl
 from mnet_jax.models.mobilenet_v1 import BLOCKS, DTYPES, STEM_CHANNELS, MobileNetV1, check_alpha, check_resolution
 
@@ -37,6 +41,8 @@ CPU_SETTINGS = ((1.0, 32, 128, "float32"), (0.5, 32, 128, "float32"), (0.25, 32,
                 (1.0, 224, 16, "float32"))
 GPU_SETTINGS = ((1.0, 224, 256, "bfloat16"),)
 NUM_CLASSES = 1000
+PEERS = ("twin", "timm", "none")  # twin: torch_model below; timm: TIMM_MODEL (alpha 1, stride-2 stem); none: JAX only
+TIMM_MODEL = "mobilenetv1_100"
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
@@ -60,6 +66,10 @@ def parse_setting(text):
   return alpha, resolution, batch, parts[3]
 
 
+def rounded(value, digits):
+  return None if value is None else round(value, digits)
+
+
 def time_calls(run, calls):
   """Seconds taken by `calls` calls of run() (which blocks until done), after a pause that lets the other
   framework's idle threads stop spinning."""
@@ -72,21 +82,22 @@ def time_calls(run, calls):
 
 def rates_in_turns(jax_run, peer, kind, images_per_call, calls, repeats):
   """Median images/s of jax_run and of the peer's `kind` run over `repeats` timings each, taken in turns (jax,
-  torch, jax, ...), so that a slow spell of the machine falls on both."""
+  torch, jax, ...), so that a slow spell of the machine falls on both; the peer's is None without a peer."""
   jax_seconds, torch_seconds = [], []
   for _ in range(repeats):
     jax_seconds.append(time_calls(jax_run, calls))
-    torch_seconds.append(peer.apply(torch_time, (kind, calls)))
-  rate = lambda seconds: images_per_call * calls / float(np.median(seconds))  # noqa: E731
+    if peer is not None:
+      torch_seconds.append(peer.apply(torch_time, (kind, calls)))
+  rate = lambda seconds: images_per_call * calls / float(np.median(seconds)) if seconds else None  # noqa: E731
   return rate(jax_seconds), rate(torch_seconds)
 
 
 # This project's model ---------------------------------------------------------------------------
 
 
-def jax_runs(alpha, resolution, batch, dtype, stem_stride, depthwise_impl, device):
+def jax_runs(alpha, resolution, batch, dtype, stem_stride, kernels, depthwise_impl, device):
   """The training step and the inference forward of this project's model, compiled and run once each."""
-  model = MobileNetV1(alpha=alpha, num_classes=NUM_CLASSES, stem_stride=stem_stride, dtype=dtype,
+  model = MobileNetV1(alpha=alpha, num_classes=NUM_CLASSES, stem_stride=stem_stride, dtype=dtype, kernels=kernels,
                       depthwise_impl=depthwise_impl)
   rng = np.random.default_rng(0)
   images = jax.device_put(rng.uniform(-1, 1, (batch, resolution, resolution, 3)).astype(np.float32), device)
@@ -156,13 +167,18 @@ def torch_model(alpha, stem_stride, num_classes):
 PEER_RUNS = {}  # in the peer's process: the model and its "train" and "infer" runs, of the last setting built
 
 
-def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, compile_model):
-  """Builds the PyTorch model and its training and inference runs in the peer's process, warmed up."""
+def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, compile_model, peer_name="twin"):
+  """Builds the PyTorch model (this file's twin, or timm's MobileNet V1) and its training and inference runs in
+  the peer's process, warmed up."""
   import torch
   torch_device = torch.device("cuda" if platform_name == "gpu" else "cpu")
   sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
   torch.manual_seed(0)
-  model = torch_model(alpha, stem_stride, NUM_CLASSES).to(torch_device)
+  if peer_name == "timm":
+    import timm
+    model = timm.create_model(TIMM_MODEL, num_classes=NUM_CLASSES).to(torch_device)
+  else:
+    model = torch_model(alpha, stem_stride, NUM_CLASSES).to(torch_device)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (batch, 3, resolution, resolution)).astype(np.float32))
   images = images.to(torch_device)  # NCHW: on CPU, PyTorch's channels_last depthwise convolutions are far slower
@@ -272,7 +288,9 @@ def main(argv=None):
                       help="repeatable; default: the acceptance set of the device")
   parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
   parser.add_argument("--stem-stride", type=int, choices=(1, 2), default=2)
-  parser.add_argument("--depthwise-impl", choices=CHOICES, default="auto")
+  parser.add_argument("--kernels", choices=KERNELS, default="auto", help="the model's kernel set (mnet_jax/ops)")
+  parser.add_argument("--depthwise-impl", choices=CHOICES, default="auto", help="auto: the kernel set's")
+  parser.add_argument("--peer", choices=PEERS, default="twin", help="the PyTorch model timed beside this one")
   parser.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
                       help="torch.compile the peer (default: on for gpu, off (eager) for cpu)")
   parser.add_argument("--repeats", type=int, default=5)
@@ -289,19 +307,31 @@ def main(argv=None):
   except RuntimeError:
     raise ConfigError(f"--device {args.device} is not available; JAX sees: "
                       f"{', '.join(sorted({d.platform for d in jax.devices()}))}") from None
-  try:
-    import torch
-  except ImportError:
-    raise ConfigError("the benchmark needs PyTorch for the peer model: pip install '.[bench]'") from None
+  if args.peer != "none":
+    try:
+      import torch
+    except ImportError:
+      raise ConfigError("the benchmark needs PyTorch for the peer model: pip install '.[bench]' (or --peer none)") \
+          from None
+  if args.peer == "timm":
+    try:
+      import timm  # noqa: F401
+    except ImportError:
+      raise ConfigError("--peer timm needs timm: pip install timm") from None
+    if any(alpha != 1.0 for alpha, *_ in settings) or args.stem_stride != 2:
+      raise ConfigError(f"--peer timm is {TIMM_MODEL}: alpha 1.0 with a stride-2 stem only; use --peer twin")
   compile_model = args.device == "gpu" if args.torch_compile is None else args.torch_compile
+  kernels = resolve_kernels(args.kernels)
   # PyTorch runs in a process of its own, as its users run it: glibc's malloc with its default settings (this
   # one keeps freed memory for JAX, as the training entry points do) and no idle XLA threads beside it.
-  with multiprocessing.get_context("spawn").Pool(1) as peer:
-    header = {"machine": machine(device), "date": datetime.date.today().isoformat(),
-              "commit": code_commit(), "jax": jax.__version__,
-              "torch": torch.__version__, "torch_threads": peer.apply(set_torch_threads, (args.device,)),
-              "device": args.device, "depthwise_impl": resolve_impl(args.depthwise_impl),
-              "stem_stride": args.stem_stride, "torch_mode": "compile" if compile_model else "eager"}
+  with (multiprocessing.get_context("spawn").Pool(1) if args.peer != "none" else contextlib.nullcontext()) as peer:
+    header = {"machine": machine(device), "date": datetime.date.today().isoformat(), "commit": code_commit(),
+              "jax": jax.__version__,
+              "device": args.device, "kernels": kernels, "depthwise_impl": resolve_impl(args.depthwise_impl, kernels),
+              "stem_stride": args.stem_stride, "peer": args.peer}
+    if peer is not None:
+      header.update(torch=torch.__version__, torch_threads=peer.apply(set_torch_threads, (args.device,)),
+                    torch_mode="compile" if compile_model else "eager")
     if not args.json:
       print(", ".join(f"{k}={v}" for k, v in header.items()))
       print(f"{'alpha':>5} {'res':>4} {'batch':>5} {'dtype':>8} | {'train img/s: jax':>16} {'torch':>8} {'ratio':>6} | "
@@ -310,20 +340,25 @@ def main(argv=None):
     for alpha, resolution, batch, dtype in settings:
       calls = 1 if resolution * resolution * batch >= 224 * 224 * 16 else 3
       jax_train_run, jax_infer_run = jax_runs(alpha, resolution, batch, dtype, args.stem_stride,
-                                               args.depthwise_impl, device)
-      peer.apply(torch_setup, (alpha, resolution, batch, dtype, args.stem_stride, args.device, compile_model))
+                                               kernels, args.depthwise_impl, device)
+      if peer is not None:
+        peer.apply(torch_setup, (alpha, resolution, batch, dtype, args.stem_stride, args.device, compile_model,
+                                 args.peer))
       jax_train, torch_train = rates_in_turns(jax_train_run, peer, "train", batch, calls, args.repeats)
       jax_infer, torch_infer = rates_in_turns(jax_infer_run, peer, "infer", batch, calls, args.repeats)
       row = {"alpha": alpha, "resolution": resolution, "batch": batch, "dtype": dtype,
-             "jax_train_img_s": round(jax_train, 1), "torch_train_img_s": round(torch_train, 1),
-             "train_ratio": round(jax_train / torch_train, 3), "jax_infer_img_s": round(jax_infer, 1),
-             "torch_infer_img_s": round(torch_infer, 1), "infer_ratio": round(jax_infer / torch_infer, 3), **header}
+             "jax_train_img_s": rounded(jax_train, 1), "torch_train_img_s": rounded(torch_train, 1),
+             "train_ratio": rounded(torch_train and jax_train / torch_train, 3),
+             "jax_infer_img_s": rounded(jax_infer, 1), "torch_infer_img_s": rounded(torch_infer, 1),
+             "infer_ratio": rounded(torch_infer and jax_infer / torch_infer, 3), **header}
       rows.append(row)
       if args.json:
         print(json.dumps(row), flush=True)
       else:
-        print(f"{alpha:5.2f} {resolution:4d} {batch:5d} {dtype:>8} | {jax_train:16.1f} {torch_train:8.1f} "
-              f"{row['train_ratio']:6.2f} | {jax_infer:16.1f} {torch_infer:8.1f} {row['infer_ratio']:6.2f}",
+        cells = [f"{row[k]:{width}.{digits}f}" if row[k] is not None else f"{'-':>{width}}" for k, width, digits in (
+            ("jax_train_img_s", 16, 1), ("torch_train_img_s", 8, 1), ("train_ratio", 6, 2),
+            ("jax_infer_img_s", 16, 1), ("torch_infer_img_s", 8, 1), ("infer_ratio", 6, 2))]
+        print(f"{alpha:5.2f} {resolution:4d} {batch:5d} {dtype:>8} | {' '.join(cells[:3])} | {' '.join(cells[3:])}",
               flush=True)
   if args.pipeline:
     for name, rate_fn in (("fashion_mnist", fashion_mnist_pipeline_rate), ("imagenet_inception_crop",

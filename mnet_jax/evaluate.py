@@ -21,6 +21,7 @@ def evaluate_workdir(workdir):
   """Evaluates the newest readable checkpoint of workdir; writes and returns the final metrics line."""
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
+  config.model.kernels = "auto"  # config.json records the training's kernel set; evaluation uses this process's
   data = data_lib.build(config, eval_only=True)
   model = model_from_config(config, data.num_classes)
   mesh = train.make_mesh()
@@ -41,8 +42,8 @@ def evaluate_workdir(workdir):
       ema_evaluation = train.evaluate(eval_step, ema[1], data, batch_sharding)
       evaluation.update({f"ema_{k}": v for k, v in ema_evaluation.items() if k != "num_examples"})
   previous = metrics_lib.final_metrics(workdir) or {}
-  record = final_record(step, evaluation, model_facts(config, data.num_classes),
-                              previous.get("train_seconds"), previous.get("images_per_second"))
+  record = final_record(step, evaluation, model_facts(config, data.num_classes), previous.get("train_seconds"),
+                        previous.get("images_per_second"), previous.get("kernels"))
   metrics_lib.Writer(workdir).write(record)
   return record
 

@@ -1,8 +1,8 @@
 """Command line: `python -m mnet_jax.main --config experiments/fashion_mnist.py:alpha=0.5 --workdir DIR`.
 
-Further fields are overridden with `--config.section.field=value`. Multi-host: start the same command on
-every host with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or on a cluster that
-jax.distributed detects, e.g. SLURM) and `--multihost`.
+Further fields are overridden with `--config.section.field=value`. Multi-host: start the same command with
+`--multihost` on every host, with JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+JAX_PROCESS_ID set, or on a cluster that jax.distributed detects (SLURM: one task per node); docs/multihost.md.
 """
 
 import sys
@@ -28,7 +28,9 @@ def main(argv=None):
     final = train.train_and_evaluate(config, args.workdir)
   except train.TrainingDiverged as e:
     sys.exit(f"error: {e}")
-  print(f"test top-1 {final['test_top1']:.4f} after {final['step']} steps; metrics in {args.workdir}/metrics.jsonl")
+  import jax
+  if jax.process_index() == 0:
+    print(f"test top-1 {final['test_top1']:.4f} after {final['step']} steps; metrics in {args.workdir}/metrics.jsonl")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ It must run before JAX starts its backend (the first `jax.devices()`, array or c
 options only reach the threads XLA starts afterwards, and `jax.distributed.initialize` must precede the backend.
 """
 
+import os
 import sys
 
 from mnet_jax import host_memory
+from mnet_jax.errors import ConfigError
 
 
 _done = False
@@ -33,6 +35,24 @@ def use_persistent_compilation_cache():
     jax.config.update("jax_compilation_cache_dir", str(cpu_kernels.cache_root() / "xla"))
 
 
+def initialize_distributed():
+  """jax.distributed.initialize() with the process count and index from JAX_NUM_PROCESSES and JAX_PROCESS_ID when
+  set (jax reads only JAX_COORDINATOR_ADDRESS itself); otherwise jax detects them (SLURM, Open MPI, ...)."""
+  import jax
+  values = {}
+  for name, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    if os.environ.get(name):
+      try:
+        values[key] = int(os.environ[name])
+      except ValueError:
+        raise ConfigError(f"{name}={os.environ[name]!r} is not allowed: it must be an integer") from None
+  try:
+    jax.distributed.initialize(**values)
+  except ValueError as e:
+    raise ConfigError(f"--multihost: {e} (set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or "
+                      "run under SLURM)") from None
+
+
 def setup_process(multihost=False):
   """Malloc mode for XLA:CPU, the persistent compilation cache, multi-host start (`multihost`: one process per
   host, from JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID or a cluster jax.distributed detects),
@@ -48,7 +68,7 @@ def setup_process(multihost=False):
   import jax
   use_persistent_compilation_cache()
   if multihost:
-    jax.distributed.initialize()
+    initialize_distributed()
   if not host_memory.jax_will_run_on_cpu():  # on a CPU-only machine TensorFlow has no GPU to take
     from mnet_jax import data
     data.hide_gpus_from_tensorflow()

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mnet_jax import checkpoint, data as data_lib, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.mobilenet_v1 import check_positive_int
-from mnet_jax.workdir import final_record, model_facts, model_from_config, write_config
+from mnet_jax.workdir import final_record, model_facts, model_from_config, with_resolved_kernels, write_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -237,6 +237,15 @@ def evaluate_all(jitted_eval_step, state, data, sharding, split):
   return {"split": split, **result}
 
 
+def wait_for_every_process(name, minutes=30):
+  """Blocks until every process gets here, through jax.distributed's coordination service. The first collective
+  between processes sets up gloo (on CPU) with a 30 s rendezvous, which processes that arrive further apart (one
+  still importing or reading data on a busy host) fail."""
+  if jax.process_count() > 1:
+    from jax._src import distributed  # the client orbax's own barriers use
+    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=minutes * 60 * 1000)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from workdir's latest checkpoint if any), evaluates on the test split, returns the final
   metrics. A workdir whose run has finished returns its final metrics without training."""
@@ -245,6 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if finished is not None:
     return finished
   check_config(config)
+  config = with_resolved_kernels(config)
   os.makedirs(workdir, exist_ok=True)
   text = write_config(config, workdir)
   data = data_lib.build(config)
@@ -256,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state, abstract_state = init_state(model, tx, config, mesh)
 
+  wait_for_every_process("mnet_jax_train_start")
   checkpoints = checkpoint.manager(workdir)
   abstract_items = {"variables": abstract_state.variables(),
                     "train": {"step": abstract_state.step, "opt_state": abstract_state.opt_state,
@@ -344,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       save_checkpoint(0)
     rate = meta.get("images_per_second")
     evaluation = evaluate_all(jitted_eval_step, state, data, batch_sharding, config.data.eval_split)
-    final = final_record(num_steps, evaluation, facts, seconds, rate)
+    final = final_record(num_steps, evaluation, facts, seconds, rate, model.kernels)
     writer.write(final)
     return metrics_lib.final_metrics(workdir) or final
   finally:

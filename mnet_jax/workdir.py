@@ -10,6 +10,7 @@ import ml_collections
 from mnet_jax import count
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.mobilenet_v1 import MobileNetV1, check_choice, check_resolution, VARIANTS
+from mnet_jax.ops import resolve_kernels
 
 CONFIG_FILE = "config.json"
 
@@ -24,13 +25,22 @@ def write_atomically(path, data):
 
 
 def model_from_config(config, num_classes):
+  """The MobileNetV1 of config, its kernel set resolved for this process ('portable' or 'cpu')."""
   check_choice("variant", config.variant, VARIANTS)
   check_resolution(config.resolution)
   options = {k: v for k, v in config.model.to_dict().items() if v is not None}
+  options["kernels"] = resolve_kernels(options.get("kernels", "auto"))
   try:
     return MobileNetV1(alpha=config.alpha, num_classes=num_classes, variant=config.variant, **options)
   except TypeError as e:
     raise ConfigError(f"config.model has a field MobileNetV1 does not take: {e}") from None
+
+
+def with_resolved_kernels(config):
+  """A copy of config whose model.kernels is the kernel set this process runs ('portable' or 'cpu')."""
+  config = config.copy_and_resolve_references()
+  config.model.kernels = resolve_kernels(config.model.get("kernels", "auto"))
+  return config
 
 
 def config_json(config):
@@ -55,14 +65,16 @@ def has_run(workdir):
 
 def write_config(config, workdir):
   """Writes workdir/config.json, or checks that an existing one whose run has started (a checkpoint or metrics to
-  resume from) holds the same config; a workdir with no run yet takes the new config."""
+  resume from) holds the same config; a workdir with no run yet takes the new config. model.kernels may differ:
+  a run resumes on another machine's kernel set (the same function up to rounding)."""
   path = os.path.join(workdir, CONFIG_FILE)
   text = config_json(config)
   if os.path.exists(path) and has_run(workdir):
     with open(path) as f:
       old = json.load(f)
     new = json.loads(text)
-    old.pop("wandb", None), new.pop("wandb", None)
+    for fields in (old, new):
+      fields.pop("wandb", None), fields.get("model", {}).pop("kernels", None)
     if old != new:
       changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
       raise ConfigError(f"workdir {workdir!r} holds a run with a different config (fields {', '.join(changed)} "
@@ -80,10 +92,10 @@ def model_facts(config, num_classes):
           "variant": config.variant}
 
 
-def final_record(step, evaluation, facts, train_seconds, images_per_second):
+def final_record(step, evaluation, facts, train_seconds, images_per_second, kernels):
   record = {"final": True, "step": step, "split": evaluation["split"]}
   record.update({f"test_{k}": v for k, v in evaluation.items() if k not in ("split", "num_examples")})
   record["num_examples"] = evaluation["num_examples"]
   record.update(facts)
-  record.update(train_seconds=train_seconds, images_per_second=images_per_second)
+  record.update(train_seconds=train_seconds, images_per_second=images_per_second, kernels=kernels)
   return record

@@ -5,7 +5,9 @@ r"""Trains every cell of a sweep, skipping finished cells and resuming interrupt
 
 Executors:
 - `local` (default): the cells one after another in this process; with several local GPUs (or `--parallel N`),
-  N cells at a time, each in its own `--cell K` process pinned to one GPU.
+  N cells at a time, each in its own `--cell K` process pinned to one GPU. `--cells-per-device K`: K cell processes
+  per GPU at a time (each without preallocation, with a 1/K share of its memory), or on a CPU-only machine K at a
+  time, each on its own 1/K of the cores (docs/multihost.md).
 - `--cell K`: only cell K (for array schedulers: SLURM arrays, Kubernetes Indexed Jobs); `--list` prints the cells.
 - `slurm`: one SLURM job array through submitit, one task per unfinished cell; `--executor-param KEY=VALUE`
   goes to submitit's `update_parameters` (slurm_partition=gpu, gpus_per_node=1, timeout_min=1440, ...).
@@ -32,6 +34,7 @@ EXECUTORS = ("local", "slurm", "submitit-local")
 ERROR_FILE = "error.json"
 LATENCY_FILE = "latency.json"
 LATENCY_RUNS = 50
+GPU_MEMORY_SHARE = 0.9  # of each GPU, split between its cells; the rest is for the K CUDA contexts themselves
 
 
 def is_finished(cell_dir):
@@ -198,8 +201,29 @@ def local_gpus():
   return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
-def run_parallel(sweep, workdir, slots, gpus):
-  """`slots` cells at a time, each a `--cell K` process (pinned to one GPU when there are GPUs)."""
+def slot_environment(slot, gpus, cells_per_device):
+  """The environment variables of parallel slot `slot`'s process: its GPU and, with several cells per GPU, no
+  preallocation and a 1/K share of the GPU's memory; nothing on a CPU-only machine."""
+  if not gpus:
+    return {}
+  env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
+  if cells_per_device > 1:
+    env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false",
+               XLA_PYTHON_CLIENT_MEM_FRACTION=f"{GPU_MEMORY_SHARE / cells_per_device:.3f}")
+  return env
+
+
+def slot_cores(slot, slots):
+  """The CPU cores of slot `slot` of `slots`: an equal share of this process's cores, or None when there are fewer
+  cores than slots."""
+  cores = sorted(os.sched_getaffinity(0))
+  share = len(cores) // slots
+  return set(cores[slot * share:(slot + 1) * share]) if share else None
+
+
+def run_parallel(sweep, workdir, slots, gpus, cells_per_device=1):
+  """`slots` cells at a time, each a `--cell K` process (pinned to one GPU when there are GPUs; with
+  cells_per_device > 1 on a CPU-only machine, to its share of the cores)."""
   progress = Progress(sweep)
   pending = [c for c in sweep.cells if needs_work(workdir, c)]
   progress.done = len(sweep.cells) - len(pending)
@@ -208,14 +232,14 @@ def run_parallel(sweep, workdir, slots, gpus):
   while pending or running:
     while pending and free:
       cell, slot = pending.pop(0), free.pop(0)
-      env = dict(os.environ)
-      if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+      env = {**os.environ, **slot_environment(slot, gpus, cells_per_device)}
+      cores = slot_cores(slot, slots) if cells_per_device > 1 and not gpus else None
       progress.start(cell, running=len(running) + 1)
       os.makedirs(os.path.join(workdir, cell.name), exist_ok=True)
       log = open(os.path.join(workdir, cell.name, "launch.log"), "a")
       process = subprocess.Popen(cell_command(sweep, workdir, cell.index), env=env, stdout=log,
-                                 stderr=subprocess.STDOUT)
+                                 stderr=subprocess.STDOUT,
+                                 preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores))
       running[process] = (cell, slot, time.time(), log)
     time.sleep(0.5)
     for process in [p for p in running if p.poll() is not None]:
@@ -315,6 +339,8 @@ def parse_args(argv):
   parser.add_argument("--list", action="store_true", help="print the cells with their index and exit")
   parser.add_argument("--parallel", type=int, help="local executor: cells at a time (default: 1, or the number of "
                       "GPUs when there are several)")
+  parser.add_argument("--cells-per-device", type=int, help="local executor: cell processes per GPU at a time (on "
+                      "a CPU-only machine: at a time, each on 1/K of the cores)")
   parser.add_argument("--executor-param", action="append", default=[], metavar="KEY=VALUE",
                       help="slurm/submitit-local: a submitit parameter (repeatable)")
   parser.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
@@ -340,6 +366,12 @@ def main(argv=None):
     raise ConfigError("--workdir is required (except with --list)")
   if args.parallel is not None and args.parallel < 1:
     raise ConfigError(f"--parallel {args.parallel} is not allowed: it must be >= 1")
+  if args.cells_per_device is not None:
+    if args.cells_per_device < 1:
+      raise ConfigError(f"--cells-per-device {args.cells_per_device} is not allowed: it must be >= 1")
+    if args.parallel is not None or args.executor != "local" or args.cell is not None:
+      raise ConfigError("--cells-per-device goes with the local executor alone; not with --parallel, --cell or "
+                        "--executor slurm/submitit-local")
   workdir = os.path.abspath(args.workdir)
   check_writable(workdir)
   grid.write_description(workdir, sweep)
@@ -352,9 +384,10 @@ def main(argv=None):
     return finish(sweep, workdir, [result], write_report=not args.no_report)
   if args.executor == "local":
     gpus = local_gpus()
-    slots = args.parallel or max(len(gpus), 1)
+    cells_per_device = args.cells_per_device or 1
+    slots = args.parallel or max(len(gpus), 1) * cells_per_device
     if slots > 1:
-      results = run_parallel(sweep, workdir, slots, gpus[:slots])
+      results = run_parallel(sweep, workdir, slots, gpus[:slots], cells_per_device)
     else:
       results = run_sequential(sweep, workdir)
   else:

@@ -102,6 +102,9 @@ def train_step_hlo(model, images):
 def test_model_on_one_cpu_device_uses_the_cpu_kernels():
   hlo = train_step_hlo(MobileNetV1(alpha=0.25, num_classes=3, dropout_rate=0.0), jnp.ones((2, 32, 32, 3)))
   assert hlo.count("mnet_ChannelMoments") == 27 and hlo.count("mnet_BatchNormActGradSums") == 27
+  portable = train_step_hlo(MobileNetV1(alpha=0.25, num_classes=3, dropout_rate=0.0, kernels="portable"),
+                            jnp.ones((2, 32, 32, 3)))
+  assert "mnet_" not in portable and "custom_call" not in portable
 
 
 def float64_gradients(x, dy, scale, bias, epsilon, upper):

@@ -55,3 +55,25 @@ def test_commit_names_the_checkout(tmp_path, monkeypatch):
   assert code_commit(repo) == head
   (repo / "a.py").write_text("x = 2\n")
   assert code_commit(repo) == head + "+dirty"
+@pytest.mark.slow
+def test_gpu_check_runs_in_its_dry_form_on_the_cpu(tmp_path):
+  """benchmarks/gpu_check.sh --dry: the GPU check's steps at tiny sizes; every measurement in $OUT, and a table."""
+  import os
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "check.jsonl"
+  result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry"], cwd=repo, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "PYTHON": sys.executable, "OUT": str(out)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  steps = [r for r in rows if r.get("peer") == "none" and "alpha" in r]
+  assert [(r["alpha"], r["resolution"], r["batch"], r["dtype"]) for r in steps] == [
+      (0.25, 64, 8, "bfloat16"), (0.25, 32, 8, "bfloat16")]
+  assert all(r["torch_train_img_s"] is None and r["jax_train_img_s"] > 0 for r in steps)
+  assert {(r["pipeline"], r["resolution"]) for r in rows if "pipeline" in r} == {
+      (p, s) for p in ("fashion_mnist", "imagenet_inception_crop") for s in (64, 32)}
+  (peer,) = [r for r in rows if r.get("peer") == "twin"]
+  assert peer["torch_train_img_s"] > 0 and peer["torch_mode"] == "eager"
+  table = result.stdout.splitlines()
+  assert table[1].split()[:3] == ["alpha", "res", "step"] and len(table) == 5
+  assert table[2].split()[:2] == ["0.25", "64"] and table[2].count("|") == 2
+  assert table[4].startswith("peer twin (eager) at 0.25-32 b8 bfloat16: train jax")

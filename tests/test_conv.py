@@ -28,7 +28,8 @@ def test_patches_equal_xla_convolution(height, width, stride, dtype):
   x = jax.random.normal(kx, (2, height, width, 3)).astype(dtype)
   kernel = jax.random.normal(kk, (3, 3, 3, 5)).astype(dtype)
   weights = jax.random.normal(kw, (2, -(-height // stride), -(-width // stride), 5))
-  actual = jax.jit(loss_and_grads, static_argnums=(0, 3))(conv.full_conv, x, kernel, stride, weights)
+  cpu_conv = lambda x, kernel, stride: conv.full_conv(x, kernel, stride, "cpu")  # noqa: E731
+  actual = jax.jit(loss_and_grads, static_argnums=(0, 3))(cpu_conv, x, kernel, stride, weights)
   expected = jax.jit(loss_and_grads, static_argnums=(0, 3))(xla_conv, x, kernel, stride, weights)
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     assert a.dtype == e.dtype and a.shape == e.shape
@@ -36,9 +37,10 @@ def test_patches_equal_xla_convolution(height, width, stride, dtype):
     np.testing.assert_allclose(a, e, rtol=0, atol=TOLERANCE[dtype] * float(np.abs(e).max()))
 
 
-def test_cpu_stem_is_a_matmul_and_wide_convolutions_stay_convolutions():
-  def hlo(in_channels):
+def test_cpu_stem_is_a_matmul_and_wide_or_portable_convolutions_stay_convolutions():
+  def hlo(in_channels, kernels="cpu"):
     x, kernel = jnp.ones((1, 8, 8, in_channels)), jnp.ones((3, 3, in_channels, 4))
-    return jax.jit(conv.full_conv, static_argnums=2).lower(x, kernel, 2).as_text()
+    return jax.jit(conv.full_conv, static_argnums=(2, 3)).lower(x, kernel, 2, kernels).as_text()
   assert "convolution" not in hlo(3) and "dot_general" in hlo(3)
   assert "convolution" in hlo(conv.MAX_PATCH_IN_CHANNELS + 1)
+  assert "convolution" in hlo(3, "portable")

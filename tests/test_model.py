@@ -100,6 +100,7 @@ def test_train_mode_updates_batch_stats_and_uses_dropout():
     (dict(activation="gelu"), (1, 32, 32, 3), "activation='gelu' is unknown; allowed: relu, relu6"),
     (dict(dtype="float16"), (1, 32, 32, 3), "dtype='float16' is unknown; allowed: float32, bfloat16"),
     (dict(depthwise_impl="magic"), (1, 32, 32, 3), "depthwise_impl='magic' is unknown"),
+    (dict(kernels="fast"), (1, 32, 32, 3), "kernels='fast' is unknown; allowed: auto, portable, cpu"),
     (dict(), (1, 28, 28, 3), "resolution=28 is not allowed: it must be an integer >= 32"),
     (dict(), (1, 32, 32, 1), "expected (batch, height, width, 3)"),
 ])

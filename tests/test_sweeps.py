@@ -3,6 +3,7 @@ after a kill, failure recording, the report, and one-line errors for bad input. 
 processes, real training on a small slice of Fashion-MNIST, real orbax checkpoints."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -251,3 +252,59 @@ def test_paper_resolutions_map_to_the_grids_by_rho():
   assert [resolution_for(r, [56, 40, 32]) for r in (224, 192, 160, 128)] == [56, None, 40, 32]
   assert [resolution_for(r, [56, 48, 40, 32]) for r in (224, 192, 160, 128)] == [56, 48, 40, 32]
   assert [resolution_for(r, [224, 160]) for r in (224, 192, 160, 128)] == [224, None, 160, None]
+
+
+# --- several cells per device -----------------------------------------------------------------------------------
+
+PROBE = '''
+import json as _json, os as _os
+with open(_os.path.join({probe_dir!r}, f"probe-{{_os.getpid()}}.json"), "w") as _f:  # what each cell process got
+  _json.dump({{"cores": sorted(_os.sched_getaffinity(0)),
+              "preallocate": _os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}}, _f)
+'''
+
+
+@pytest.mark.slow
+def test_cells_per_device_runs_k_processes_each_on_its_cores_with_the_same_error_handling(tmp_path):
+  probes = tmp_path / "probes"
+  probes.mkdir()
+  body = PROBE.format(probe_dir=str(probes)) + (
+      "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5, **{'model.activation': 'no_such_activation'})\n")
+  path = write_grid(tmp_path, body)
+  workdir = tmp_path / "sweep"
+  env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+  result = launch("--config", path, "--workdir", str(workdir), "--cells-per-device", "2", check=False, env=env)
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert "cell 0 a0.25_r32 trained" in result.stdout
+  assert "1 of 2 cells failed: a0.5_r32_model.activation=no_such_activation" in result.stdout
+  rows = read_csv(workdir / "results.csv")
+  assert [r["status"] for r in rows] == ["ok", "failed"] and "no_such_activation" in rows[1]["error"]
+  cores = sorted(os.sched_getaffinity(0))
+  seen = [json.loads(p.read_text()) for p in probes.iterdir()]
+  assert all(s["preallocate"] is None for s in seen)  # a GPU setting only
+  if len(cores) >= 2:  # the launcher (all cores) and one process per slot, each on half of them
+    half = len(cores) // 2
+    assert sorted(s["cores"] for s in seen if s["cores"] != cores) == [cores[:half], cores[half:2 * half]]
+  # Idempotent: the finished cell is skipped, the failed one tried again.
+  again = launch("--config", path, "--workdir", str(workdir), "--cells-per-device", "2", check=False, env=env)
+  assert again.returncode == 1 and "a0.25_r32 trained" not in again.stdout
+  assert "cell 1 a0.5_r32_model.activation=no_such_activation FAILED" in again.stdout
+
+
+def test_cells_per_device_environment_on_gpus():
+  from sweeps.launch import slot_environment
+  assert slot_environment(3, [], 2) == {}
+  assert slot_environment(0, ["0", "1"], 1) == {"CUDA_VISIBLE_DEVICES": "0"}
+  slots = [slot_environment(slot, ["0", "1"], 3) for slot in range(6)]
+  assert [s["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1"] * 3  # three processes on each GPU
+  assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and s["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.300"
+             for s in slots)
+
+
+def test_bad_cells_per_device(tmp_path):
+  path = write_grid(tmp_path, FOUR_CELLS)
+  result = launch("--config", path, "--workdir", str(tmp_path / "w"), "--cells-per-device", "0", check=False)
+  assert_one_line_error(result, "--cells-per-device 0 is not allowed: it must be >= 1")
+  result = launch("--config", path, "--workdir", str(tmp_path / "w"), "--cells-per-device", "2", "--parallel", "2",
+                  check=False)
+  assert_one_line_error(result, "--cells-per-device goes with the local executor alone")

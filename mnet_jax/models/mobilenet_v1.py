@@ -13,9 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mnet_jax.errors import ConfigError
+from mnet_jax.ops import resolve_kernels
 from mnet_jax.ops.batchnorm import ACTIVATION_UPPER, BatchNormAct
 from mnet_jax.ops.conv import full_conv
-from mnet_jax.ops.depthwise import check_impl, depthwise_conv
+from mnet_jax.ops.depthwise import depthwise_conv, resolve_impl
 from mnet_jax.ops.pointwise import pointwise_conv
 
 # Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
@@ -103,13 +104,15 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
 
 
 class ConvBN(nn.Module):
-  """A conv layer of any kind (no bias), then BatchNorm and the activation (batchnorm.py)."""
+  """A conv layer of any kind (no bias), then BatchNorm and the activation (batchnorm.py); `kernels` is the resolved
+  kernel set and `depthwise_impl` the resolved depthwise implementation."""
 
   layer: Layer
   activation: str
   bn_momentum: float
   bn_epsilon: float
   dtype: Any
+  kernels: str
   depthwise_impl: str
 
   @nn.compact
@@ -123,10 +126,11 @@ class ConvBN(nn.Module):
     if layer.kind == "depthwise":
       x = depthwise_conv(x, kernel, layer.stride, self.depthwise_impl)
     elif layer.kind == "pointwise":
-      x = pointwise_conv(x, kernel[0, 0])
+      x = pointwise_conv(x, kernel[0, 0], self.kernels)
     else:
-      x = full_conv(x, kernel, layer.stride)
-    return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, name="bn")(x, train)
+      x = full_conv(x, kernel, layer.stride, self.kernels)
+    return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, self.kernels,
+                        name="bn")(x, train)
 
 
 class MobileNetV1(nn.Module):
@@ -134,6 +138,8 @@ class MobileNetV1(nn.Module):
 
   Parameters are float32 whatever the compute `dtype` ('float32' or 'bfloat16').
   `stem_stride=1` is for small images (e.g. 32 px): it keeps 4x more positions through the net.
+  `kernels` ('auto', 'portable' or 'cpu', ops/__init__.py) chooses how the layers compute; `depthwise_impl`
+  overrides the depthwise conv's form alone (ops/depthwise.py; 'auto': the kernel set's).
   """
 
   alpha: float = 1.0
@@ -146,7 +152,8 @@ class MobileNetV1(nn.Module):
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   dtype: str = "float32"
-  depthwise_impl: str = "auto"  # the fastest measured implementation for the backend: depthwise.auto_impl
+  kernels: str = "auto"
+  depthwise_impl: str = "auto"
 
   def layers(self):
     return architecture(self.alpha, self.variant, self.num_classes, self.min_depth, self.stem_stride)
@@ -155,7 +162,8 @@ class MobileNetV1(nn.Module):
   def __call__(self, images, train=False):
     check_choice("activation", self.activation, ACTIVATIONS)
     check_choice("dtype", self.dtype, tuple(DTYPES))
-    check_impl(self.depthwise_impl)
+    kernels = resolve_kernels(self.kernels)
+    depthwise_impl = resolve_impl(self.depthwise_impl, kernels)
     if not 0 <= self.dropout_rate < 1:
       raise ConfigError(f"dropout_rate={self.dropout_rate!r} is not allowed: it must be in [0, 1)")
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -166,7 +174,7 @@ class MobileNetV1(nn.Module):
     *convs, classifier = self.layers()
     x = images.astype(dtype)
     for layer in convs:
-      x = ConvBN(layer, self.activation, self.bn_momentum, self.bn_epsilon, dtype, self.depthwise_impl,
+      x = ConvBN(layer, self.activation, self.bn_momentum, self.bn_epsilon, dtype, kernels, depthwise_impl,
                  name=layer.name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

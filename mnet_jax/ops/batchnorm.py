@@ -4,10 +4,9 @@
 batch_stats `mean`, `var`), so checkpoints do not depend on how it computes. In training it normalises with the
 batch's mean and two-pass variance, in float32, and updates the running averages as nn.BatchNorm does.
 
-Two forms compute the training step, chosen like the depthwise conv's `auto`:
-- `batch_norm_act_reference`: nn.BatchNorm's formulas in plain JAX, differentiated by autodiff. Used on
-  accelerators and on CPU with several devices or without a C++ compiler.
-- `batch_norm_act_cpu`: the same forward and its hand-written gradient, with the per-channel sums (forward
+Two forms compute the training step, one per kernel set (ops/__init__.py):
+- `batch_norm_act_reference` ('portable'): nn.BatchNorm's formulas in plain JAX, differentiated by autodiff.
+- `batch_norm_act_cpu` ('cpu'): the same forward and its hand-written gradient, with the per-channel sums (forward
   moments, backward sums) done by the C++ kernels of cpu_kernels.cc, one pass each; XLA:CPU writes out every
   elementwise term it reduces and reads it back (docs/performance.md).
 """
@@ -112,19 +111,21 @@ def _cpu_backward(epsilon, activation, saved, cotangents):
 batch_norm_act_cpu.defvjp(_cpu_forward_saving_inputs, _cpu_backward)
 
 
-def batch_norm_act(x, scale, bias, epsilon, activation):
-  """Training-mode BatchNorm and activation, (y, batch mean, batch variance), in the form measured fastest here."""
-  form = batch_norm_act_cpu if cpu_kernels.usable() else batch_norm_act_reference
+def batch_norm_act(x, scale, bias, epsilon, activation, kernels):
+  """Training-mode BatchNorm and activation, (y, batch mean, batch variance), in kernel set `kernels`'s form."""
+  form = batch_norm_act_cpu if kernels == "cpu" else batch_norm_act_reference
   return form(x, scale, bias, epsilon, activation)
 
 
 class BatchNormAct(nn.Module):
-  """nn.BatchNorm (over all but the last axis, float32 parameters and statistics) followed by the activation."""
+  """nn.BatchNorm (over all but the last axis, float32 parameters and statistics) followed by the activation;
+  `kernels` is the resolved kernel set, 'portable' or 'cpu'."""
 
   activation: str
   momentum: float
   epsilon: float
   dtype: Any
+  kernels: str = "portable"
 
   @nn.compact
   def __call__(self, x, train):
@@ -136,7 +137,7 @@ class BatchNormAct(nn.Module):
     if not train:
       rstd = lax.rsqrt(running_var.value + self.epsilon)
       return normalize_act(x, running_mean.value, rstd, scale, bias, self.activation, self.dtype)
-    y, mean, var = batch_norm_act(x, scale, bias, self.epsilon, self.activation)
+    y, mean, var = batch_norm_act(x, scale, bias, self.epsilon, self.activation, self.kernels)
     if not self.is_initializing():
       running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
       running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var

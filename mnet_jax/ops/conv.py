@@ -4,10 +4,10 @@ On CPU a convolution over few input channels (the stem's 3) runs as a 1x1 convol
 patches, the k*k*C_in input values each output position reads, with the kernel reshaped to (k*k*C_in, C_out).
 XLA:CPU's own convolution was slower at the stem's shapes, its kernel gradient (a convolution with a 112x112
 window at 224 px) most of all (docs/performance.md). Wider inputs keep XLA's convolution: their patches would be
-k*k times the activation. Elsewhere (GPU, TPU) XLA's convolution is used: the patches were not measured there.
+k*k times the activation. The portable kernel set (GPU, TPU) uses XLA's convolution: the patches were not
+measured there.
 """
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -17,11 +17,11 @@ from mnet_jax.ops.pointwise import pointwise_conv
 MAX_PATCH_IN_CHANNELS = 4
 
 
-def full_conv(x, kernel, stride):
-  """x (N, H, W, C_in) convolved with kernel (k, k, C_in, C_out)."""
+def full_conv(x, kernel, stride, kernels):
+  """x (N, H, W, C_in) convolved with kernel (k, k, C_in, C_out), in the form of kernel set `kernels`."""
   k, _, in_channels, out_channels = kernel.shape
-  if jax.default_backend() == "cpu" and in_channels <= MAX_PATCH_IN_CHANNELS:
-    return pointwise_conv(patches(x, k, stride), kernel.reshape(k * k * in_channels, out_channels))
+  if kernels == "cpu" and in_channels <= MAX_PATCH_IN_CHANNELS:
+    return pointwise_conv(patches(x, k, stride), kernel.reshape(k * k * in_channels, out_channels), kernels)
   return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 

@@ -63,12 +63,12 @@ def cache_root():
 
 @functools.cache
 def usable():
-  """Whether the model uses the kernels: on CPU, in a process that sees one device (XLA cannot split a custom
+  """Whether kernels='auto' picks them: on CPU, in a process that sees one device (XLA cannot split a custom
   call over several devices, it would gather the batch), when they compile (else a warning, once)."""
   if jax.default_backend() != "cpu" or jax.device_count() > 1:
     return False
   if (error := library_error()) is not None:
-    warnings.warn(f"the C++ CPU kernels are unavailable ({error}); using slower pure-JAX forms")
+    warnings.warn(f"the C++ CPU kernels are unavailable ({error}); using the slower portable kernels")
     return False
   return True
 

@@ -11,9 +11,8 @@ feature_group_count=C), so parameters and checkpoints do not depend on the choic
   kernel gradient k*k products of input windows and output gradient, reduced.
 - `cpu_kernel`: `shifted`'s forward with the input and kernel gradients as C++ loops (cpu_kernels.cc, compiled on
   first use, see cpu_kernels.py) called through XLA's FFI; CPU only.
-- `auto`: the fastest of these on the current backend, from the measurements in docs/performance.md: `cpu_kernel` on
-  CPU when it compiles and the process sees one device (XLA cannot split a custom call over several devices,
-  it would gather the batch), `shifted_vjp` on CPU otherwise, `xla` elsewhere.
+- `auto`: the kernel set's (`kernels`, ops/__init__.py): `cpu_kernel` for 'cpu', `xla` for 'portable'. The others
+  are there for ablations (`config.model.depthwise_impl`) and tests.
 
 XLA:CPU lowers grouped convolutions, and their transposes, to slow generic loops; see docs/performance.md.
 """
@@ -150,14 +149,6 @@ IMPLEMENTATIONS = {"xla": depthwise_xla, "shifted": depthwise_shifted, "shifted_
 CHOICES = ("auto", *IMPLEMENTATIONS)
 
 
-@functools.cache
-def auto_impl():
-  """The implementation `auto` stands for here; chosen from the measurements in docs/performance.md."""
-  if jax.default_backend() != "cpu":
-    return "xla"  # the only one measured on GPU
-  return "cpu_kernel" if cpu_kernels.usable() else "shifted_vjp"
-
-
 def check_impl(impl):
   if impl not in CHOICES:
     raise ConfigError(f"depthwise_impl={impl!r} is unknown; allowed: {', '.join(CHOICES)}")
@@ -169,11 +160,14 @@ def check_impl(impl):
       raise ConfigError(f"depthwise_impl='cpu_kernel' is unavailable: {error}; use auto or shifted_vjp")
 
 
-def resolve_impl(impl):
-  """The implementation name that `impl` stands for on the current backend ('auto' resolved)."""
+def resolve_impl(impl, kernels):
+  """The implementation name that `impl` stands for with the resolved kernel set `kernels` ('portable' or 'cpu')."""
   check_impl(impl)
-  return auto_impl() if impl == "auto" else impl
+  if impl == "auto":
+    return "cpu_kernel" if kernels == "cpu" else "xla"
+  return impl
 
 
-def depthwise_conv(x, kernel, stride, impl="auto"):
-  return IMPLEMENTATIONS[resolve_impl(impl)](x, kernel, stride)
+def depthwise_conv(x, kernel, stride, impl):
+  """x (N, H, W, C) convolved with kernel (k, k, 1, C) by implementation `impl` (not 'auto')."""
+  return IMPLEMENTATIONS[impl](x, kernel, stride)

@@ -4,7 +4,7 @@ Its gradient is the one autodiff gives, written out so that one optimization bar
 weight gradient's dot. Without it XLA:CPU fuses the producer of the output gradient (the BatchNorm backward)
 into a copy that writes that gradient transposed for the dot, a cache-hostile pattern that cost more than the
 dot itself (docs/performance.md).
-Elsewhere (GPU, TPU) the plain dot is used: that change was not measured there.
+The portable kernel set (GPU, TPU) uses the plain dot: that change was not measured there.
 """
 
 import jax
@@ -12,9 +12,9 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def pointwise_conv(x, kernel):
-  """x (..., C_in) times kernel (C_in, C_out)."""
-  if jax.default_backend() == "cpu":
+def pointwise_conv(x, kernel, kernels):
+  """x (..., C_in) times kernel (C_in, C_out), in the form of kernel set `kernels` ('portable' or 'cpu')."""
+  if kernels == "cpu":
     return _pointwise_conv_cpu(x, kernel)
   return jnp.dot(x, kernel)
 
