@@ -153,7 +153,7 @@ def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
 def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
   # Only the first steps: this tiny net is chaotic. Float noise in the gradients (conv weights before
   # BatchNorm sum x * dy over mostly -1 backgrounds, which cancels) grows to percent-level differences in the
-  # loss within about 4 steps, on any two reduction orders; the README documents it. Both runs use the portable
+  # loss within about 4 steps, on any two reduction orders (docs/training.md). Both runs use the portable
   # kernels (what several devices get), so the orders differ by the split of the batch alone.
   flags = ["--config.num_steps=3", "--config.wandb.mode=disabled"]
   run_main(tmp_path / "one", *flags, "--config.model.kernels=portable", devices=1)
