@@ -15,7 +15,7 @@ import contextlib
 import datetime
 import statistics
 
-from mnet_jax import host_memory
+from mnet_jax import process
 
 SETTINGS = ("0.5,32,128,1", "1.0,224,16,2")  # the Fashion-MNIST config; the paper's network at 224 px
 VARIANTS = ("depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnorm=reference", "stem=xla_conv")
@@ -53,7 +53,7 @@ def main():
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: all of them")
   args = parser.parse_args()
-  host_memory.keep_freed_memory()  # as the training entry points do
+  process.setup_process()  # as the training entry points do
   import jax
   from mnet_jax import bench
   device = jax.devices("cpu")[0]
