@@ -53,6 +53,8 @@ def base_config(alpha, resolution, recipe):
   config.model.dtype = "float32"
   config.model.min_depth = 8
   config.model.depthwise_impl = config_dict.placeholder(str)  # None: the model's default for the backend
+  config.model.kernel_sizes = (3,)  # depthwise kernel sizes: (k,) for k x k, several for MixConv groups
+  config.model.kernel_split = "equal"  # MixConv's channel split: equal or exponential
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "imagenet2012"

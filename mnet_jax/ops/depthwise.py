@@ -1,4 +1,5 @@
-"""Depthwise 3x3 convolution, one filter per channel, with TF 'SAME' padding.
+"""Depthwise k x k convolution (any odd k), one filter per channel, with TF 'SAME' padding, and MixConv's mixed
+form (`mixed_depthwise_conv`: contiguous channel groups, each with its own kernel size, outputs concatenated).
 
 Every implementation takes the same kernel of shape (k, k, 1, C) (the layout of a conv with
 feature_group_count=C), so parameters and checkpoints do not depend on the choice:
@@ -177,3 +178,13 @@ def resolve_impl(impl):
 
 def depthwise_conv(x, kernel, stride, impl="auto"):
   return IMPLEMENTATIONS[resolve_impl(impl)](x, kernel, stride)
+
+
+def mixed_depthwise_conv(x, kernels, stride, impl="auto"):
+  """MixConv: x's channels split into contiguous groups, group i convolved with kernels[i] (k_i, k_i, 1, C_i),
+  the outputs concatenated in group order. One kernel is a plain depthwise conv."""
+  if len(kernels) == 1:
+    return depthwise_conv(x, kernels[0], stride, impl)
+  bounds = np.cumsum([0] + [kernel.shape[-1] for kernel in kernels])
+  return jnp.concatenate([depthwise_conv(x[..., lo:hi], kernel, stride, impl)
+                          for lo, hi, kernel in zip(bounds[:-1], bounds[1:], kernels)], axis=-1)
