@@ -37,3 +37,26 @@ def test_tiny_run_prints_json_lines():
   assert (row["alpha"], row["resolution"], row["batch"], row["dtype"]) == (0.25, 32, 8, "float32")
   assert all(row[k] > 0 for k in KEYS if k.endswith(("img_s", "ratio")))
   assert row["train_ratio"] == pytest.approx(row["jax_train_img_s"] / row["torch_train_img_s"], rel=1e-2)
+
+
+def test_bad_kernel_sizes_is_one_line():
+  result = run_bench("--kernel-sizes", "3,4")
+  assert result.returncode != 0
+  assert "kernel_sizes=(3, 4) has kernel size 4" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kernel_sizes, split", [((3,), "equal"), ((7,), "equal"), ((3, 5, 7, 9), "exponential")])
+def test_torch_peer_is_built_from_architecture(kernel_sizes, split):
+  """The peer has the module's layers: its parameters (conv and FC weights, BatchNorm scale and bias, FC bias)
+  number as many as the Flax module's, and a MixConv layer is one depthwise conv per group."""
+  import torch
+  from mnet_jax.bench import torch_model
+  from mnet_jax.count import count
+  from mnet_jax.models import architecture
+  model = torch_model(architecture(0.5, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes,
+                                   kernel_split=split))
+  totals = count(0.5, 32, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes, kernel_split=split)
+  assert sum(p.numel() for p in model.parameters()) == totals["trainable_params"]
+  depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+  assert len(depthwise) == 13 * len(kernel_sizes)
+  assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
