@@ -54,6 +54,8 @@ def base_config(alpha, resolution, recipe):
   config.model.min_depth = 8
   config.model.kernels = "auto"  # 'portable' (GPU/TPU forms) or 'cpu' (C++ kernels); auto: mnet_jax/ops/__init__.py
   config.model.depthwise_impl = config_dict.placeholder(str)  # None: the kernel set's; others for ablations
+  config.model.kernel_sizes = (3,)  # depthwise kernel sizes: (k,) for k x k, several for MixConv groups
+  config.model.kernel_split = "equal"  # MixConv's channel split: equal or exponential
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "imagenet2012"

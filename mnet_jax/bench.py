@@ -5,6 +5,7 @@ r"""Throughput of this project's MobileNet V1 against the same architecture in P
   python -m mnet_jax.bench --device gpu             # alpha 1, 224 px, bf16, batch 256; PyTorch with torch.compile
   python -m mnet_jax.bench --device gpu --peer timm  # the peer is timm's mobilenetv1_100 (alpha 1 only)
   python -m mnet_jax.bench --peer none ...           # this project's model alone (benchmarks/gpu_check.sh)
+  python -m mnet_jax.bench --kernel-sizes 3,5,7,9   # MixConv depthwise layers (one size: k x k), in both models
 
 For each setting (alpha, resolution, batch, dtype) it times the jitted training step (forward, backward,
 SGD-momentum update, BatchNorm statistics) and the inference forward pass of both models on random
@@ -35,7 +36,8 @@ from mnet_jax import process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from mnet_jax.ops import KERNELS, resolve_kernels
 from mnet_jax.ops.depthwise import CHOICES, resolve_impl
-from mnet_jax.models.mobilenet_v1 import BLOCKS, DTYPES, STEM_CHANNELS, MobileNetV1, check_alpha, check_resolution
+from mnet_jax.count import parse_kernel_sizes
+from mnet_jax.models.mobilenet_v1 import DTYPES, KERNEL_SPLITS, MobileNetV1, check_alpha, check_resolution
 
 CPU_SETTINGS = ((1.0, 32, 128, "float32"), (0.5, 32, 128, "float32"), (0.25, 32, 128, "float32"),
                 (1.0, 224, 16, "float32"))
@@ -95,10 +97,8 @@ def rates_in_turns(jax_run, peer, kind, images_per_call, calls, repeats):
 # This project's model ---------------------------------------------------------------------------
 
 
-def jax_runs(alpha, resolution, batch, dtype, stem_stride, kernels, depthwise_impl, device):
+def jax_runs(model, resolution, batch, device):
   """The training step and the inference forward of this project's model, compiled and run once each."""
-  model = MobileNetV1(alpha=alpha, num_classes=NUM_CLASSES, stem_stride=stem_stride, dtype=dtype, kernels=kernels,
-                      depthwise_impl=depthwise_impl)
   rng = np.random.default_rng(0)
   images = jax.device_put(rng.uniform(-1, 1, (batch, resolution, resolution, 3)).astype(np.float32), device)
   labels = jax.device_put(rng.integers(0, NUM_CLASSES, batch).astype(np.int32), device)
@@ -144,32 +144,43 @@ def jax_runs(alpha, resolution, batch, dtype, stem_stride, kernels, depthwise_im
 # The PyTorch peer -------------------------------------------------------------------------------
 
 
-def torch_model(alpha, stem_stride, num_classes):
-  """The same architecture in PyTorch: stem 3x3 conv, 13 depthwise-separable blocks, each conv followed by
-  BatchNorm and ReLU6, global average pool, fully connected. Same channel widths as `architecture()`."""
+def torch_model(layers):
+  """The same architecture in PyTorch, built from `architecture()`'s layers: each conv followed by BatchNorm and
+  ReLU6, global average pool, fully connected. A depthwise layer with several kernel sizes is MixConv as timm's
+  MixedConv2d does it: split the channels, one depthwise conv per group, concatenate."""
   import torch
   from torch import nn
 
-  def conv_bn(in_channels, out_channels, kernel_size, stride, groups=1):
-    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.01), nn.ReLU6(inplace=True)]
+  class MixedDepthwise(nn.Module):
+    def __init__(self, groups, stride):
+      super().__init__()
+      self.splits = [channels for _, channels in groups]
+      self.convs = nn.ModuleList(nn.Conv2d(c, c, k, stride, k // 2, groups=c, bias=False) for k, c in groups)
 
-  channels = max(int(STEM_CHANNELS * alpha), 8)
-  layers = conv_bn(3, channels, 3, stem_stride)
-  for depth, stride in BLOCKS:
-    out_channels = max(int(depth * alpha), 8)
-    layers += conv_bn(channels, channels, 3, stride, groups=channels) + conv_bn(channels, out_channels, 1, 1)
-    channels = out_channels
-  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.001),
-                       nn.Linear(channels, num_classes))
+    def forward(self, x):
+      return torch.cat([conv(part) for conv, part in zip(self.convs, torch.split(x, self.splits, 1))], 1)
+
+  def conv(layer):
+    if layer.kind == "depthwise" and len(layer.groups) > 1:
+      return MixedDepthwise(layer.groups, layer.stride)
+    groups = layer.in_channels if layer.kind == "depthwise" else 1
+    return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.kernel_size // 2,
+                     groups=groups, bias=False)
+
+  *convs, classifier = layers
+  modules = []
+  for layer in convs:
+    modules += [conv(layer), nn.BatchNorm2d(layer.out_channels, eps=1e-3, momentum=0.01), nn.ReLU6(inplace=True)]
+  return nn.Sequential(*modules, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.001),
+                       nn.Linear(classifier.in_channels, classifier.out_channels))
 
 
 PEER_RUNS = {}  # in the peer's process: the model and its "train" and "infer" runs, of the last setting built
 
 
-def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, compile_model, peer_name="twin"):
-  """Builds the PyTorch model (this file's twin, or timm's MobileNet V1) and its training and inference runs in
-  the peer's process, warmed up."""
+def torch_setup(layers, resolution, batch, dtype, platform_name, compile_model, peer_name="twin"):
+  """Builds the PyTorch model (this file's twin of `layers`, or timm's MobileNet V1) and its training and inference
+  runs in the peer's process, warmed up."""
   import torch
   torch_device = torch.device("cuda" if platform_name == "gpu" else "cpu")
   sync = torch.cuda.synchronize if torch_device.type == "cuda" else (lambda: None)
@@ -178,7 +189,7 @@ def torch_setup(alpha, resolution, batch, dtype, stem_stride, platform_name, com
     import timm
     model = timm.create_model(TIMM_MODEL, num_classes=NUM_CLASSES).to(torch_device)
   else:
-    model = torch_model(alpha, stem_stride, NUM_CLASSES).to(torch_device)
+    model = torch_model(layers).to(torch_device)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (batch, 3, resolution, resolution)).astype(np.float32))
   images = images.to(torch_device)  # NCHW: on CPU, PyTorch's channels_last depthwise convolutions are far slower
@@ -291,6 +302,8 @@ def main(argv=None):
   parser.add_argument("--kernels", choices=KERNELS, default="auto", help="the model's kernel set (mnet_jax/ops)")
   parser.add_argument("--depthwise-impl", choices=CHOICES, default="auto", help="auto: the kernel set's")
   parser.add_argument("--peer", choices=PEERS, default="twin", help="the PyTorch model timed beside this one")
+  parser.add_argument("--kernel-sizes", default="3", help="depthwise kernel sizes: k, or MixConv's e.g. 3,5,7,9")
+  parser.add_argument("--kernel-split", default="equal", help=f"MixConv channel split: {' or '.join(KERNEL_SPLITS)}")
   parser.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
                       help="torch.compile the peer (default: on for gpu, off (eager) for cpu)")
   parser.add_argument("--repeats", type=int, default=5)
@@ -301,6 +314,12 @@ def main(argv=None):
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
+  kernel_sizes = parse_kernel_sizes(args.kernel_sizes)
+  models = {setting: MobileNetV1(alpha=setting[0], num_classes=NUM_CLASSES, stem_stride=args.stem_stride,
+                                 dtype=setting[3], kernels=args.kernels, depthwise_impl=args.depthwise_impl,
+                                 kernel_sizes=kernel_sizes, kernel_split=args.kernel_split) for setting in settings}
+  for model in models.values():
+    model.layers()  # bad kernel sizes: one line before any work
   process.setup_process()
   try:
     device = jax.devices(args.device)[0]
@@ -318,8 +337,9 @@ def main(argv=None):
       import timm  # noqa: F401
     except ImportError:
       raise ConfigError("--peer timm needs timm: pip install timm") from None
-    if any(alpha != 1.0 for alpha, *_ in settings) or args.stem_stride != 2:
-      raise ConfigError(f"--peer timm is {TIMM_MODEL}: alpha 1.0 with a stride-2 stem only; use --peer twin")
+    if any(alpha != 1.0 for alpha, *_ in settings) or args.stem_stride != 2 or kernel_sizes != (3,):
+      raise ConfigError(f"--peer timm is {TIMM_MODEL}: alpha 1.0, a stride-2 stem and 3x3 depthwise kernels only; "
+                        "use --peer twin")
   compile_model = args.device == "gpu" if args.torch_compile is None else args.torch_compile
   kernels = resolve_kernels(args.kernels)
   # PyTorch runs in a process of its own, as its users run it: glibc's malloc with its default settings (this
@@ -328,7 +348,8 @@ def main(argv=None):
     header = {"machine": machine(device), "date": datetime.date.today().isoformat(), "commit": code_commit(),
               "jax": jax.__version__,
               "device": args.device, "kernels": kernels, "depthwise_impl": resolve_impl(args.depthwise_impl, kernels),
-              "stem_stride": args.stem_stride, "peer": args.peer}
+              "stem_stride": args.stem_stride, "kernel_sizes": list(kernel_sizes), "kernel_split": args.kernel_split,
+              "peer": args.peer}
     if peer is not None:
       header.update(torch=torch.__version__, torch_threads=peer.apply(set_torch_threads, (args.device,)),
                     torch_mode="compile" if compile_model else "eager")
@@ -339,11 +360,10 @@ def main(argv=None):
     rows = []
     for alpha, resolution, batch, dtype in settings:
       calls = 1 if resolution * resolution * batch >= 224 * 224 * 16 else 3
-      jax_train_run, jax_infer_run = jax_runs(alpha, resolution, batch, dtype, args.stem_stride,
-                                               kernels, args.depthwise_impl, device)
+      model = models[alpha, resolution, batch, dtype]
+      jax_train_run, jax_infer_run = jax_runs(model, resolution, batch, device)
       if peer is not None:
-        peer.apply(torch_setup, (alpha, resolution, batch, dtype, args.stem_stride, args.device, compile_model,
-                                 args.peer))
+        peer.apply(torch_setup, (model.layers(), resolution, batch, dtype, args.device, compile_model, args.peer))
       jax_train, torch_train = rates_in_turns(jax_train_run, peer, "train", batch, calls, args.repeats)
       jax_infer, torch_infer = rates_in_turns(jax_infer_run, peer, "infer", batch, calls, args.repeats)
       row = {"alpha": alpha, "resolution": resolution, "batch": batch, "dtype": dtype,

@@ -6,7 +6,10 @@ conv and FC weights; `trainable_params` adds BatchNorm scale/bias and the FC bia
 number of entries in the module's `params` collection.
 
   python -m mnet_jax.count --alpha 0.5 --resolution 160 [--variant shallow] [--json]
+  python -m mnet_jax.count --kernel-sizes 3,5,7,9 [--kernel-split equal|exponential]  # MixConv depthwise layers
   python -m mnet_jax.count --paper
+
+A depthwise layer with groups (k_i, C_i) counts sum_i k_i^2 * C_i weights, each applied at every output position.
 """
 
 import dataclasses
@@ -14,7 +17,7 @@ import json
 
 from mnet_jax import paper
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
-from mnet_jax.models.mobilenet_v1 import VARIANTS, Layer, architecture, check_resolution
+from mnet_jax.models.mobilenet_v1 import KERNEL_SPLITS, VARIANTS, Layer, architecture, check_resolution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +40,24 @@ def count_layers(layers, resolution):
       counts.append(LayerCount(layer, 1, 1, weights, weights, weights + layer.out_channels))
       continue
     out_size = -(-size // layer.stride)
-    in_per_group = 1 if layer.kind == "depthwise" else layer.in_channels
-    weights = layer.kernel_size ** 2 * in_per_group * layer.out_channels
+    if layer.kind == "depthwise":
+      weights = sum(k * k * channels for k, channels in layer.groups)
+    else:
+      weights = layer.kernel_size ** 2 * layer.in_channels * layer.out_channels
     counts.append(LayerCount(layer, size, out_size, out_size ** 2 * weights, weights, weights + 2 * layer.out_channels))
     size = out_size
   return counts
 
 
-def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_depth=8, stem_stride=2):
+def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_depth=8, stem_stride=2,
+          kernel_sizes=(3,), kernel_split="equal"):
   """Totals for one model: mult_adds, params (paper convention), trainable_params, and body_mult_adds (no FC)."""
-  layers = count_layers(architecture(alpha, variant, num_classes, min_depth, stem_stride), resolution)
+  layers = count_layers(architecture(alpha, variant, num_classes, min_depth, stem_stride, kernel_sizes, kernel_split),
+                        resolution)
   mult_adds = sum(c.mult_adds for c in layers)
   return {
       "alpha": alpha, "resolution": resolution, "variant": variant, "num_classes": num_classes,
+      "kernel_sizes": list(kernel_sizes), "kernel_split": kernel_split,
       "mult_adds": mult_adds,
       "body_mult_adds": mult_adds - layers[-1].mult_adds,
       "params": sum(c.params for c in layers),
@@ -59,7 +67,7 @@ def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_d
 
 
 def format_layer_table(totals):
-  header = f"{'layer':<14}{'type':<11}{'stride':>6}  {'input':>16}  {'output':>16}  {'Mult-Adds':>13}  {'params':>10}"
+  header = f"{'layer':<14}{'type':<14}{'stride':>6}  {'input':>16}  {'output':>16}  {'Mult-Adds':>13}  {'params':>10}"
   lines = [header, "-" * len(header)]
   for c in totals["layers"]:
     l = c.layer
@@ -68,9 +76,14 @@ def format_layer_table(totals):
     else:
       shape_in = f"{c.in_size}x{c.in_size}x{l.in_channels}"
       shape_out = f"{c.out_size}x{c.out_size}x{l.out_channels}"
-    kind = {"conv": f"conv {l.kernel_size}x{l.kernel_size}", "depthwise": "conv dw 3x3",
+    mixed = l.kind == "depthwise" and len(l.groups) > 1
+    kind = {"conv": f"conv {l.kernel_size}x{l.kernel_size}", "depthwise": "mixconv" if mixed else f"conv dw {l.kernel_size}x{l.kernel_size}",
             "pointwise": "conv 1x1", "fc": "fc"}[l.kind]
-    lines.append(f"{l.name:<14}{kind:<11}{l.stride:>6}  {shape_in:>16}  {shape_out:>16}  {c.mult_adds:>13,}  {c.params:>10,}")
+    lines.append(f"{l.name:<14}{kind:<14}{l.stride:>6}  {shape_in:>16}  {shape_out:>16}  {c.mult_adds:>13,}  {c.params:>10,}")
+    for k, channels in l.groups if mixed else ():  # one line per channel group
+      lines.append(f"{'':<14}{'  dw ' + str(k) + 'x' + str(k):<14}{l.stride:>6}  {f'{c.in_size}x{c.in_size}x{channels}':>16}  "
+                   f"{f'{c.out_size}x{c.out_size}x{channels}':>16}  {c.out_size ** 2 * k * k * channels:>13,}  "
+                   f"{k * k * channels:>10,}")
   lines.append("-" * len(header))
   lines.append(f"total Mult-Adds {totals['mult_adds']:,} ({totals['mult_adds'] / 1e6:.1f}M), "
                f"body only {totals['body_mult_adds']:,}")
@@ -150,6 +163,38 @@ def format_paper():
   return "\n".join(lines)
 
 
+def mixconv_rows():
+  """The MixConv paper's MobileNet V1 points (1.0-224, ImageNet) with this code's Mult-Adds and params."""
+  rows = []
+  for point in paper.mixconv_points():
+    totals = count(kernel_sizes=point["kernel_sizes"], kernel_split=point["split"])
+    rows.append({**point, "our_mult_adds": totals["mult_adds"], "params": totals["params"]})
+  return rows
+
+
+def format_mixconv():
+  lines = ["MixConv (Tan & Le 2019) Figs. 1, 4, 6: MobileNet V1 1.0-224, every depthwise layer replaced; the paper's",
+           "plotted FLOPs (read off its figures) sit ~10-11M above this count (cause unknown): compare differences.",
+           f"  {'kernel sizes':<18}{'split':<13}{'FLOPs paper':>12}{'MA ours (M)':>13}{'diff':>7}{'params (M)':>12}"
+           f"{'top-1':>7}"]
+  for r in mixconv_rows():
+    sizes = ",".join(map(str, r["kernel_sizes"]))
+    lines.append(f"  {sizes:<18}{r['split']:<13}{r['flops_paper_m']:>12.1f}{r['our_mult_adds'] / 1e6:>13.2f}"
+                 f"{r['flops_paper_m'] - r['our_mult_adds'] / 1e6:>+7.1f}{r['params'] / 1e6:>12.3f}{r['top1']:>7.2f}")
+  return "\n".join(lines)
+
+
+def parse_kernel_sizes(text):
+  """'3,5,7,9' -> (3, 5, 7, 9); the sizes themselves are checked by architecture()."""
+  if not text.strip():
+    return ()
+  try:
+    return tuple(int(k) for k in text.split(","))
+  except ValueError:
+    raise ConfigError(f"kernel_sizes={text!r} is not a comma-separated list of integers; allowed: e.g. 3 or "
+                      "3,5,7,9") from None
+
+
 def parse_alpha(text):
   try:
     return float(text)
@@ -173,15 +218,18 @@ def main(argv=None):
   parser.add_argument("--num-classes", default="1000")
   parser.add_argument("--min-depth", default="8")
   parser.add_argument("--stem-stride", default="2")
+  parser.add_argument("--kernel-sizes", default="3",
+                      help="depthwise kernel sizes, comma-separated: one (k x k) or several (MixConv groups)")
+  parser.add_argument("--kernel-split", default="equal", help=f"MixConv channel split: {' or '.join(KERNEL_SPLITS)}")
   parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-  parser.add_argument("--paper", action="store_true", help="print Tables 2, 4, 5, 6, 7, 9 beside this code's counts")
+  parser.add_argument("--paper", action="store_true", help="print Tables 2, 4, 5, 6, 7, 9 and the MixConv points beside this code's counts")
   args = parser.parse_args(argv)
   if args.paper:
-    print(format_paper())
+    print(format_paper() + "\n\n" + format_mixconv())
     return
   totals = count(parse_alpha(args.alpha), parse_int("resolution", args.resolution), args.variant,
                  parse_int("num_classes", args.num_classes), parse_int("min_depth", args.min_depth),
-                 parse_int("stem_stride", args.stem_stride))
+                 parse_int("stem_stride", args.stem_stride), parse_kernel_sizes(args.kernel_sizes), args.kernel_split)
   if args.json:
     layers = [{**dataclasses.asdict(c.layer), **{k: v for k, v in dataclasses.asdict(c).items() if k != "layer"}}
               for c in totals["layers"]]

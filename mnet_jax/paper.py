@@ -1,4 +1,5 @@
-"""The paper's published figures (arXiv 1704.04861 Tables 2-9) and TF-Slim's checkpoint table, as data."""
+"""The paper's published figures (arXiv 1704.04861 Tables 2-9), TF-Slim's checkpoint table and the MixConv paper's
+MobileNet V1 points (arXiv 1907.09595, read off its figures), as data."""
 
 import csv
 import functools
@@ -8,7 +9,7 @@ from importlib import resources
 @functools.cache
 def _rows(filename):
   with resources.files("mnet_jax.paper_data").joinpath(filename).open() as f:
-    return tuple(csv.DictReader(f))
+    return tuple(csv.DictReader(line for line in f if not line.startswith("#")))  # '#' lines: the file's notes
 
 
 def table2():
@@ -33,3 +34,11 @@ def top1(alpha, resolution):
         row["model"].endswith(f"MobileNet-{resolution}"):
       return float(row["imagenet_top1"])
   return None
+
+
+def mixconv_points():
+  """The MixConv paper's MobileNet V1 1.0-224 ImageNet points: kernel_sizes (a tuple), split, its plotted FLOPs
+  (M), top-1 (%), and this project's Mult-Adds for the same network (see the file's notes)."""
+  return tuple({"figure": row["figure"], "kernel_sizes": tuple(int(k) for k in row["kernel_sizes"].split(";")),
+                "split": row["split"], "flops_paper_m": float(row["flops_paper_M"]), "top1": float(row["top1"]),
+                "mult_adds": int(row["mult_adds"])} for row in _rows("mixconv_points.csv"))

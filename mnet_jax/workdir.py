@@ -86,7 +86,8 @@ def write_config(config, workdir):
 
 def model_facts(config, num_classes):
   model = model_from_config(config, num_classes)
-  counts = count.count(config.alpha, config.resolution, config.variant, num_classes, model.min_depth, model.stem_stride)
+  counts = count.count(config.alpha, config.resolution, config.variant, num_classes, model.min_depth, model.stem_stride,
+                       model.kernel_sizes, model.kernel_split)
   return {"mult_adds": counts["mult_adds"], "params": counts["params"],
           "trainable_params": counts["trainable_params"], "alpha": config.alpha, "resolution": config.resolution,
           "variant": config.variant}

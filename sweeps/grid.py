@@ -72,6 +72,8 @@ def load_module(path):
 
 
 def format_value(value):
+  if isinstance(value, (tuple, list)):  # (3, 5, 7) -> 3-5-7
+    return "-".join(format_value(v) for v in value)
   text = f"{value:g}" if isinstance(value, float) else str(value)
   return re.sub(r"[^A-Za-z0-9._=+-]", "-", text)
 

@@ -64,7 +64,8 @@ def num_classes_of(config, final):
   cheaper than building the dataset again."""
   from mnet_jax import count
   one, two = [count.count(config.alpha, config.resolution, config.variant, k, config.model.min_depth,
-                          config.model.stem_stride)["params"] for k in (1, 2)]
+                          config.model.stem_stride, config.model.kernel_sizes, config.model.kernel_split)["params"]
+               for k in (1, 2)]
   return 1 + (final["params"] - one) // (two - one)
 
 

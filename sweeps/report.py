@@ -5,7 +5,8 @@ r"""Rebuilds a sweep's results.csv, plots and report.md from its cells' metrics.
 The cells are those listed in DIR/sweep.json (written by sweeps.launch), or else every subdirectory with a
 config.json (e.g. converted pretrained checkpoints after `mnet_jax.evaluate`). Writes DIR/results.csv,
 DIR/acc_vs_mult_adds.png/.svg (the paper's Figure 4), DIR/acc_vs_params.png/.svg (Figure 5),
-DIR/acc_vs_latency.png and DIR/report.md (the grid's Tables 4-7 beside the paper's).
+DIR/acc_vs_latency.png and DIR/report.md (the grid's Tables 4-7 beside the paper's); for a sweep over the
+depthwise kernels also DIR/acc_vs_mult_adds_kernels.png/.svg (sweeps/report_kernels.py).
 """
 
 import csv
@@ -17,7 +18,7 @@ import os
 from mnet_jax import metrics, paper, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from mnet_jax.workdir import write_atomically
-from sweeps import grid
+from sweeps import grid, report_kernels
 
 COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5", "train_seconds",
            "images_per_second", "latency_ms", "status", "error")
@@ -279,7 +280,12 @@ def write(workdir):
              overlay)
       + plot(rows, "latency_ms", "latency, batch 1 (ms, log scale)", os.path.join(workdir, "acc_vs_latency"),
              ("png",), False))
-  write_atomically(paths["report"], markdown(workdir, rows, dataset))
+  text = markdown(workdir, rows, dataset)
+  kernels = report_kernels.write(workdir, rows, dataset)
+  if kernels:
+    text += "\n## Depthwise kernel sizes (MixConv)\n\n" + kernels[0] + "\n"
+    paths["plots"] += kernels[1]
+  write_atomically(paths["report"], text)
   return paths
 
 

@@ -55,6 +55,8 @@ def test_commit_names_the_checkout(tmp_path, monkeypatch):
   assert code_commit(repo) == head
   (repo / "a.py").write_text("x = 2\n")
   assert code_commit(repo) == head + "+dirty"
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_in_its_dry_form_on_the_cpu(tmp_path):
   """benchmarks/gpu_check.sh --dry: the GPU check's steps at tiny sizes; every measurement in $OUT, and a table."""
@@ -77,3 +79,26 @@ def test_gpu_check_runs_in_its_dry_form_on_the_cpu(tmp_path):
   assert table[1].split()[:3] == ["alpha", "res", "step"] and len(table) == 5
   assert table[2].split()[:2] == ["0.25", "64"] and table[2].count("|") == 2
   assert table[4].startswith("peer twin (eager) at 0.25-32 b8 bfloat16: train jax")
+
+
+def test_bad_kernel_sizes_is_one_line():
+  result = run_bench("--kernel-sizes", "3,4")
+  assert result.returncode != 0
+  assert "kernel_sizes=(3, 4) has kernel size 4" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kernel_sizes, split", [((3,), "equal"), ((7,), "equal"), ((3, 5, 7, 9), "exponential")])
+def test_torch_peer_is_built_from_architecture(kernel_sizes, split):
+  """The peer has the module's layers: its parameters (conv and FC weights, BatchNorm scale and bias, FC bias)
+  number as many as the Flax module's, and a MixConv layer is one depthwise conv per group."""
+  import torch
+  from mnet_jax.bench import torch_model
+  from mnet_jax.count import count
+  from mnet_jax.models import architecture
+  model = torch_model(architecture(0.5, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes,
+                                   kernel_split=split))
+  totals = count(0.5, 32, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes, kernel_split=split)
+  assert sum(p.numel() for p in model.parameters()) == totals["trainable_params"]
+  depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+  assert len(depthwise) == 13 * len(kernel_sizes)
+  assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -157,3 +157,85 @@ def test_cli_bad_input_is_one_line(args, message):
 def test_bad_values_raise_config_error(kwargs):
   with pytest.raises(ConfigError):
     count(**kwargs)
+
+
+# Depthwise kernel sizes and MixConv (Tan & Le 2019): the reference facts' exact figures, and an independent count.
+def test_mixconv_reference_figures_exactly():
+  assert count(kernel_sizes=(5,))["mult_adds"] == 599_648_768
+  assert count(kernel_sizes=(7,))["mult_adds"] == 646_011_392
+  assert count(kernel_sizes=(9,))["mult_adds"] == 707_828_224
+  assert count(kernel_sizes=(3, 5))["mult_adds"] == 584_194_560
+  mixed = count(kernel_sizes=(3, 5, 7, 9))
+  assert (mixed["mult_adds"], mixed["params"]) == (630_557_184, 4_367_808)
+  for point in paper.mixconv_points():  # the points file's Mult-Adds column, computed apart from this code
+    assert count(kernel_sizes=point["kernel_sizes"], kernel_split=point["split"])["mult_adds"] == point["mult_adds"]
+
+
+def independent_count(alpha, resolution, num_classes, kernel_sizes, split, stem_stride=2):
+  """Table 1 walked by hand: stem, 13 x (depthwise groups, pointwise), FC; ceil(size / stride) per conv."""
+  width = lambda d: max(int(d * alpha), 8)
+  blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+  size = -(-resolution // stem_stride)
+  channels = width(32)
+  mult_adds, params = size * size * 27 * channels, 27 * channels
+  for depth, stride in blocks:
+    g = len(kernel_sizes)
+    if split == "equal":
+      groups = [channels // g + (channels % g if i == 0 else 0) for i in range(g)]
+    else:
+      groups = [channels // 2 ** (i + 1) for i in range(g - 1)]
+      groups.append(channels - sum(groups))
+    size = -(-size // stride)
+    dw = sum(k * k * c for k, c in zip(kernel_sizes, groups))
+    pw = channels * width(depth)
+    mult_adds += size * size * (dw + pw)
+    params += dw + pw
+    channels = width(depth)
+  return mult_adds + channels * num_classes, params + channels * num_classes
+
+
+@pytest.mark.parametrize("alpha, resolution, num_classes, kernel_sizes, split", [
+    (1.0, 224, 1000, (7,), "equal"),
+    (0.75, 192, 10, (13,), "equal"),
+    (0.5, 160, 1000, (3, 5, 7, 9), "equal"),
+    (0.25, 128, 37, (3, 5, 7), "equal"),
+    (1.0, 96, 10, (3, 5, 7, 9), "exponential"),
+    (0.75, 224, 1000, (9, 3), "exponential"),
+    (0.35, 64, 5, (3, 5, 7, 9, 11, 13), "equal"),
+])
+def test_kernel_sizes_count_equals_independent_count(alpha, resolution, num_classes, kernel_sizes, split):
+  totals = count(alpha, resolution, num_classes=num_classes, kernel_sizes=kernel_sizes, kernel_split=split)
+  assert (totals["mult_adds"], totals["params"]) == independent_count(alpha, resolution, num_classes, kernel_sizes,
+                                                                      split)
+  model = MobileNetV1(alpha=alpha, num_classes=num_classes, kernel_sizes=kernel_sizes, kernel_split=split)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, resolution, resolution, 3)))
+  assert sum(leaf.size for leaf in jax.tree.leaves(shapes["params"])) == totals["trainable_params"]
+
+
+def test_cli_kernel_sizes_json_table_and_paper():
+  run = lambda *args: subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], capture_output=True, text=True,
+                                     check=True).stdout
+  d = json.loads(run("--kernel-sizes", "3,5,7,9", "--json"))
+  assert (d["mult_adds"], d["params"], d["kernel_sizes"], d["kernel_split"]) == (630_557_184, 4_367_808,
+                                                                                 [3, 5, 7, 9], "equal")
+  assert d["layers"][1]["groups"] == [[3, 8], [5, 8], [7, 8], [9, 8]]
+  table = run("--kernel-sizes", "3,5,7", "--kernel-split", "exponential", "--alpha", "0.5")
+  assert "mixconv" in table and "dw 7x7" in table and f"{count(0.5, kernel_sizes=(3, 5, 7), kernel_split='exponential')['mult_adds']:,}" in table
+  paper_table = run("--paper")
+  assert "MixConv" in paper_table and "630.56" in paper_table and "above this count" in paper_table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernel-sizes", "4"], "kernel_sizes=(4,) has kernel size 4; allowed: one or more different odd integers >= 3"),
+    (["--kernel-sizes", "1,3"], "has kernel size 1; allowed"),
+    (["--kernel-sizes", "3,5,3"], "kernel_sizes=(3, 5, 3) repeats a size"),
+    (["--kernel-sizes", ""], "kernel_sizes=() is empty"),
+    (["--kernel-sizes", "3;5"], "kernel_sizes='3;5' is not a comma-separated list of integers"),
+    (["--kernel-sizes", "3,5", "--kernel-split", "halves"], "kernel_split='halves' is unknown; allowed: equal, exponential"),
+    (["--kernel-sizes", "3,5,7,9,11,13,15,17,19", "--alpha", "0.25"], "leaves a group of block1_dw (8 channels) empty"),
+    (["--kernel-sizes", "3,5,7,9,11", "--kernel-split", "exponential", "--alpha", "0.25"], "(8 channels) empty"),
+])
+def test_cli_bad_kernel_sizes_are_one_line(args, message):
+  result = subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], capture_output=True, text=True)
+  assert result.returncode != 0
+  assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from mnet_jax.errors import ConfigError
 from mnet_jax.models import MobileNetV1, architecture
-from mnet_jax.ops.depthwise import IMPLEMENTATIONS, depthwise_conv
+from mnet_jax.ops.depthwise import IMPLEMENTATIONS, depthwise_conv, mixed_depthwise_conv
 
 # Table 1 of the paper at 224 (with the last depthwise stride corrected to 1): output of each layer.
 TABLE1_OUTPUTS = [
@@ -107,4 +107,42 @@ def test_train_mode_updates_batch_stats_and_uses_dropout():
 def test_bad_model_inputs(kwargs, shape, message):
   with pytest.raises(ConfigError) as error:
     MobileNetV1(**kwargs).init(jax.random.key(0), jnp.zeros(shape))
+  assert message in str(error.value)
+
+
+def test_kernel_sizes_param_tree_and_mixconv_forward():
+  images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  vanilla = MobileNetV1(alpha=0.25, num_classes=5, kernel_sizes=(7,)).init(jax.random.key(1), images)["params"]
+  assert vanilla["block13_dw"]["kernel"].shape == (7, 7, 1, 256)
+  model = MobileNetV1(alpha=0.25, num_classes=5, kernel_sizes=(3, 5, 7), depthwise_impl="xla")
+  variables = model.init(jax.random.key(1), images)
+  block = variables["params"]["block2_dw"]  # 16 channels: equal split (6, 5, 5), remainder to the first group
+  assert [block[f"kernel_{i}"].shape for i in range(3)] == [(3, 3, 1, 6), (5, 5, 1, 5), (7, 7, 1, 5)]
+  assert "kernel" not in block
+  exponential = MobileNetV1(alpha=0.25, kernel_sizes=(3, 5, 7), kernel_split="exponential").init(
+      jax.random.key(1), images)["params"]["block2_dw"]
+  assert [exponential[f"kernel_{i}"].shape[-1] for i in range(3)] == [8, 4, 4]
+  # The MixConv layer equals its groups convolved one by one with the reference loops and concatenated.
+  _, state = model.apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
+  x = state["intermediates"]["block1_pw"]["__call__"][0]
+  kernels = [block[f"kernel_{i}"] for i in range(3)]
+  expected = np.concatenate([reference_depthwise(x[..., lo:hi], k, 2)
+                             for lo, hi, k in [(0, 6, kernels[0]), (6, 11, kernels[1]), (11, 16, kernels[2])]], -1)
+  out = mixed_depthwise_conv(x, kernels, 2, "xla")
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+  logits = model.apply(variables, images)
+  assert logits.shape == (2, 5) and jnp.all(jnp.isfinite(logits))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(kernel_sizes=(2,)), "kernel_sizes=(2,) has kernel size 2; allowed: one or more different odd integers >= 3"),
+    (dict(kernel_sizes=(3, 5, 5)), "kernel_sizes=(3, 5, 5) repeats a size"),
+    (dict(kernel_sizes=()), "kernel_sizes=() is empty"),
+    (dict(kernel_split="random"), "kernel_split='random' is unknown; allowed: equal, exponential"),
+    (dict(alpha=0.25, kernel_sizes=tuple(range(3, 21, 2))), "leaves a group of block1_dw (8 channels) empty"),
+    (dict(variant="full_conv", kernel_sizes=(5,)), "not allowed with variant='full_conv'"),
+])
+def test_bad_kernel_sizes(kwargs, message):
+  with pytest.raises(ConfigError) as error:
+    MobileNetV1(**kwargs).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   assert message in str(error.value)

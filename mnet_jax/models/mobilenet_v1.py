@@ -3,6 +3,12 @@
 `architecture()` turns Table 1 into a tuple of `Layer`s for a given width multiplier and variant.
 The module below is built from it, and so is the Mult-Adds/params counter (`mnet_jax.count`):
 one source of truth for both.
+
+Depthwise kernels (MixConv, Tan & Le 2019, arXiv:1907.09595): `kernel_sizes=(k,)` gives a k x k depthwise conv in
+every block (3 is the paper's); several sizes give a MixConv layer in every block: the channels split into
+contiguous groups in the order given (`kernel_split`: 'equal', the remainder to the first group as the reference
+code does, or 'exponential', group i of g getting C >> i channels and the last the rest), each group its own
+depthwise conv with TF 'SAME' padding, the outputs concatenated.
 """
 
 import dataclasses
@@ -16,7 +22,7 @@ from mnet_jax.errors import ConfigError
 from mnet_jax.ops import resolve_kernels
 from mnet_jax.ops.batchnorm import ACTIVATION_UPPER, BatchNormAct
 from mnet_jax.ops.conv import full_conv
-from mnet_jax.ops.depthwise import depthwise_conv, resolve_impl
+from mnet_jax.ops.depthwise import mixed_depthwise_conv, resolve_impl
 from mnet_jax.ops.pointwise import pointwise_conv
 
 # Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
@@ -37,6 +43,7 @@ BLOCKS = (
 SHALLOW_REMOVED_BLOCKS = (7, 8, 9, 10, 11)  # Table 5's "Shallow MobileNet" drops the five 14x14x512 blocks
 
 VARIANTS = ("standard", "shallow", "full_conv")
+KERNEL_SPLITS = ("equal", "exponential")
 ACTIVATIONS = tuple(ACTIVATION_UPPER)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MIN_RESOLUTION = 32  # the network downsamples by 32
@@ -44,7 +51,11 @@ MIN_RESOLUTION = 32  # the network downsamples by 32
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-  """One weight layer. kind: 'conv' (full k x k), 'depthwise', 'pointwise' (1x1) or 'fc'."""
+  """One weight layer. kind: 'conv' (full k x k), 'depthwise', 'pointwise' (1x1) or 'fc'.
+
+  A depthwise layer's `groups` are its (kernel size, channels) pairs in channel order, one for a vanilla depthwise
+  conv, several for MixConv; its `kernel_size` is the largest of them. Other kinds have no groups.
+  """
 
   name: str
   kind: str
@@ -52,6 +63,7 @@ class Layer:
   stride: int
   in_channels: int
   out_channels: int
+  groups: tuple = ()
 
 
 def check_alpha(alpha):
@@ -80,13 +92,53 @@ def scaled_channels(channels, alpha, min_depth):
   return max(int(channels * alpha), min_depth)
 
 
-def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, stem_stride=2):
+def check_kernel_sizes(kernel_sizes):
+  """The depthwise kernel sizes as a tuple: odd integers >= 3, each once, at least one."""
+  sizes = tuple(kernel_sizes) if isinstance(kernel_sizes, (tuple, list)) else (kernel_sizes,)
+  allowed = "one or more different odd integers >= 3, e.g. (3,) or (3, 5, 7, 9)"
+  if not sizes:
+    raise ConfigError(f"kernel_sizes={kernel_sizes!r} is empty; allowed: {allowed}")
+  for k in sizes:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 3 or k % 2 == 0:
+      raise ConfigError(f"kernel_sizes={kernel_sizes!r} has kernel size {k!r}; allowed: {allowed}")
+  if len(set(sizes)) != len(sizes):
+    raise ConfigError(f"kernel_sizes={kernel_sizes!r} repeats a size; allowed: {allowed}")
+  return sizes
+
+
+def split_channels(channels, num_groups, split):
+  """Channels per group: 'equal' (the remainder to the first group) or 'exponential' (C >> i, the last the rest)."""
+  if split == "equal":
+    sizes = [channels // num_groups] * num_groups
+    sizes[0] += channels - sum(sizes)
+  else:
+    sizes = [channels >> i for i in range(1, num_groups)]
+    sizes.append(channels - sum(sizes))
+  return sizes
+
+
+def depthwise_groups(name, channels, kernel_sizes, split):
+  groups = tuple(zip(kernel_sizes, split_channels(channels, len(kernel_sizes), split)))
+  if any(c == 0 for _, c in groups):
+    raise ConfigError(
+        f"kernel_sizes={kernel_sizes!r} with kernel_split={split!r} leaves a group of {name} ({channels} channels) "
+        f"empty; allowed: fewer kernel sizes, or a larger alpha or min_depth")
+  return groups
+
+
+def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, stem_stride=2, kernel_sizes=(3,),
+                 kernel_split="equal"):
   """Table 1 as a tuple of Layers, with channels scaled by alpha (TF-Slim's max(int(d*alpha), min_depth))."""
   check_alpha(alpha)
   check_choice("variant", variant, VARIANTS)
   check_positive_int("num_classes", num_classes)
   check_positive_int("min_depth", min_depth)
   check_choice("stem_stride", stem_stride, (1, 2))
+  kernel_sizes = check_kernel_sizes(kernel_sizes)
+  check_choice("kernel_split", kernel_split, KERNEL_SPLITS)
+  if variant == "full_conv" and kernel_sizes != (3,):
+    raise ConfigError(f"kernel_sizes={kernel_sizes!r} is not allowed with variant='full_conv' (it has no depthwise "
+                      "layers); allowed: (3,)")
   channels = scaled_channels(STEM_CHANNELS, alpha, min_depth)
   layers = [Layer("stem", "conv", 3, stem_stride, 3, channels)]
   for number, (depth, stride) in enumerate(BLOCKS, start=1):
@@ -96,7 +148,9 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
     if variant == "full_conv":
       layers.append(Layer(f"block{number}_conv", "conv", 3, stride, channels, out_channels))
     else:
-      layers.append(Layer(f"block{number}_dw", "depthwise", 3, stride, channels, channels))
+      name = f"block{number}_dw"
+      layers.append(Layer(name, "depthwise", max(kernel_sizes), stride, channels, channels,
+                          depthwise_groups(name, channels, kernel_sizes, kernel_split)))
       layers.append(Layer(f"block{number}_pw", "pointwise", 1, 1, channels, out_channels))
     channels = out_channels
   layers.append(Layer("classifier", "fc", 1, 1, channels, num_classes))
@@ -118,17 +172,21 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x, train):
     layer = self.layer
-    in_per_group = 1 if layer.kind == "depthwise" else layer.in_channels
-    kernel = self.param(
-        "kernel", nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal"),
-        (layer.kernel_size, layer.kernel_size, in_per_group, layer.out_channels), jnp.float32)
-    kernel = kernel.astype(self.dtype)
+    init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
     if layer.kind == "depthwise":
-      x = depthwise_conv(x, kernel, layer.stride, self.depthwise_impl)
-    elif layer.kind == "pointwise":
-      x = pointwise_conv(x, kernel[0, 0], self.kernels)
+      # One kernel "kernel" of shape (k, k, 1, C) for a vanilla layer, else "kernel_0", "kernel_1", ... per group.
+      names = ["kernel"] if len(layer.groups) == 1 else [f"kernel_{i}" for i in range(len(layer.groups))]
+      group_kernels = [self.param(name, init, (k, k, 1, c), jnp.float32).astype(self.dtype)
+                       for name, (k, c) in zip(names, layer.groups)]
+      x = mixed_depthwise_conv(x, group_kernels, layer.stride, self.depthwise_impl)
     else:
-      x = full_conv(x, kernel, layer.stride, self.kernels)
+      kernel = self.param(
+          "kernel", init, (layer.kernel_size, layer.kernel_size, layer.in_channels, layer.out_channels), jnp.float32)
+      kernel = kernel.astype(self.dtype)
+      if layer.kind == "pointwise":
+        x = pointwise_conv(x, kernel[0, 0], self.kernels)
+      else:
+        x = full_conv(x, kernel, layer.stride, self.kernels)
     return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, self.kernels,
                         name="bn")(x, train)
 
@@ -154,9 +212,12 @@ class MobileNetV1(nn.Module):
   dtype: str = "float32"
   kernels: str = "auto"
   depthwise_impl: str = "auto"
+  kernel_sizes: tuple = (3,)  # depthwise kernel sizes: one for a vanilla k x k, several for MixConv
+  kernel_split: str = "equal"  # MixConv's channel split: equal or exponential
 
   def layers(self):
-    return architecture(self.alpha, self.variant, self.num_classes, self.min_depth, self.stem_stride)
+    return architecture(self.alpha, self.variant, self.num_classes, self.min_depth, self.stem_stride,
+                        self.kernel_sizes, self.kernel_split)
 
   @nn.compact
   def __call__(self, images, train=False):

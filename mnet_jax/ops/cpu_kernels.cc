@@ -1,6 +1,7 @@
 // CPU kernels called through XLA's FFI (see cpu_kernels.py), all float32, channels last:
-// - the gradients of a depthwise convolution, input gradient and kernel gradient (the forward stays in XLA,
-//   which fuses it well; a C++ forward measured no faster);
+// - a depthwise convolution's forward for kernels larger than 3x3 (a 3x3 forward stays in XLA, which fuses it with
+//   the BatchNorm around it; a larger kernel's k*k shifted slices are slow for XLA to compile and to run) and its
+//   gradients, input gradient and kernel gradient;
 // - BatchNorm's per-channel statistics in training: the mean and variance of the forward, and the two
 //   sums its backward needs, each in one pass over its inputs. XLA:CPU first writes out every elementwise
 //   product it reduces (x - mean, the masked output gradient, its product with the normalised input) and then
@@ -87,6 +88,48 @@ int64_t num_row_chunks(int64_t rows) { return std::min<int64_t>(rows, 64); }
 Geometry geometry(ffi::AnyBuffer::Dimensions x_dims, ffi::AnyBuffer::Dimensions kernel_dims, int64_t out_h,
                   int64_t out_w, int64_t stride, int64_t pad_top, int64_t pad_left) {
   return {x_dims[0], x_dims[1], x_dims[2], x_dims[3], kernel_dims[0], out_h, out_w, stride, pad_top, pad_left};
+}
+
+// out[b, oh, ow] = sum over (i, j) of x[b, oh * stride + i - pad_top, ow * stride + j - pad_left] * kernel[i, j]
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                   ffi::ResultBuffer<ffi::F32> out, int64_t stride, int64_t pad_top, int64_t pad_left) {
+  auto out_dims = out->dimensions();
+  Geometry g = geometry(x.dimensions(), kernel.dimensions(), out_dims[1], out_dims[2], stride, pad_top, pad_left);
+  const float* xs = x.typed_data();
+  const float* ks = kernel.typed_data();
+  float* outs = out->typed_data();
+  std::vector<float> tap_rows = repeat_taps(g, ks);
+  int64_t rows = g.n * g.out_h, chunks = num_row_chunks(rows);
+  parallel_for(pool, chunks, [&](int64_t chunk) {
+    for (int64_t row = rows * chunk / chunks; row < rows * (chunk + 1) / chunks; ++row) {
+      int64_t b = row / g.out_h, oh = row % g.out_h;
+      float* out_row = outs + row * g.out_w * g.c;
+      std::memset(out_row, 0, sizeof(float) * g.out_w * g.c);
+      for (int64_t i = 0; i < g.k; ++i) {
+        int64_t ih = g.input_row(oh, i);
+        if (ih < 0) continue;
+        const float* in_row = xs + (b * g.h + ih) * g.w * g.c;
+        for (int64_t j = 0; j < g.k; ++j) {
+          int64_t lo, hi;
+          g.columns(j, lo, hi);
+          if (g.stride == 1) {
+            const float* __restrict in = in_row + (lo + j - g.pad_left) * g.c;
+            const float* __restrict tap = tap_rows.data() + ((i * g.k + j) * g.out_w + lo) * g.c;
+            float* __restrict o = out_row + lo * g.c;
+            for (int64_t t = 0; t < (hi - lo) * g.c; ++t) o[t] += in[t] * tap[t];
+            continue;
+          }
+          const float* __restrict tap = ks + (i * g.k + j) * g.c;
+          for (int64_t ow = lo; ow < hi; ++ow) {
+            const float* __restrict in = in_row + (ow * g.stride + j - g.pad_left) * g.c;
+            float* __restrict o = out_row + ow * g.c;
+            for (int64_t ch = 0; ch < g.c; ++ch) o[ch] += in[ch] * tap[ch];
+          }
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
 }
 
 // dx[b, ih, iw] = sum over (i, j, oh, ow) with ih = oh * stride + i - pad_top, iw = ow * stride + j - pad_left of
@@ -274,6 +317,7 @@ ffi::Error BatchNormActGradSums(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, 
                                     .Attr<int64_t>("pad_top")                                                \
                                     .Attr<int64_t>("pad_left"));
 
+MNET_DEPTHWISE_HANDLER(MnetDepthwiseForward, Forward)
 MNET_DEPTHWISE_HANDLER(MnetDepthwiseInputGrad, InputGrad)
 MNET_DEPTHWISE_HANDLER(MnetDepthwiseKernelGrad, KernelGrad)
 

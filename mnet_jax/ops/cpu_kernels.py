@@ -1,4 +1,4 @@
-"""The C++ CPU kernels of cpu_kernels.cc (depthwise gradients, BatchNorm statistics), called through XLA's FFI.
+"""The C++ CPU kernels of cpu_kernels.cc (depthwise forward and gradients, BatchNorm statistics), called through XLA's FFI.
 
 The source is compiled on first use with the system's C++ compiler (`$CXX`, else g++) into a cache directory
 (`$MNET_JAX_CACHE`, else ~/.cache/mnet_jax), once per source, flags, jax version and CPU model.
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
-TARGETS = ("DepthwiseInputGrad", "DepthwiseKernelGrad", "ChannelMoments", "BatchNormActGradSums")
+TARGETS = ("DepthwiseForward", "DepthwiseInputGrad", "DepthwiseKernelGrad", "ChannelMoments", "BatchNormActGradSums")
 
 
 def compiler_flags():

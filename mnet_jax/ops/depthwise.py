@@ -1,4 +1,5 @@
-"""Depthwise 3x3 convolution, one filter per channel, with TF 'SAME' padding.
+"""Depthwise k x k convolution (any odd k), one filter per channel, with TF 'SAME' padding, and MixConv's mixed
+form (`mixed_depthwise_conv`: contiguous channel groups, each with its own kernel size, outputs concatenated).
 
 Every implementation takes the same kernel of shape (k, k, 1, C) (the layout of a conv with
 feature_group_count=C), so parameters and checkpoints do not depend on the choice:
@@ -9,8 +10,9 @@ feature_group_count=C), so parameters and checkpoints do not depend on the choic
 - `shifted_vjp`: the same forward with a hand-written backward, also as shifted multiply-adds: the
   input gradient is a stride-1 correlation of the (dilated) output gradient with the flipped kernel, the
   kernel gradient k*k products of input windows and output gradient, reduced.
-- `cpu_kernel`: `shifted`'s forward with the input and kernel gradients as C++ loops (cpu_kernels.cc, compiled on
-  first use, see cpu_kernels.py) called through XLA's FFI; CPU only.
+- `cpu_kernel`: the input and kernel gradients as C++ loops (cpu_kernels.cc, compiled on first use, see
+  cpu_kernels.py) called through XLA's FFI, and the forward: `shifted`'s for 3x3 kernels (fused with the BatchNorm
+  around it), a C++ loop for larger ones; CPU only.
 - `auto`: the kernel set's (`kernels`, ops/__init__.py): `cpu_kernel` for 'cpu', `xla` for 'portable'. The others
   are there for ablations (`config.model.depthwise_impl`) and tests.
 
@@ -115,31 +117,50 @@ def cpu_kernel_call(target, result_shape, a, b, stride, padding):
                           pad_left=np.int64(left))
 
 
+SHIFTED_FORWARD_MAX_KERNEL = 3  # cpu_kernel's forward: `shifted` up to this size, the C++ kernel above it
+
+
+def cpu_kernel_forward(x, kernel, stride):
+  """`shifted` for a 3x3 kernel, which XLA fuses with the BatchNorm around it; the C++ forward for larger ones,
+  whose k*k slices XLA is slow to compile and to run (docs/mixconv.md)."""
+  k = kernel.shape[0]
+  if k <= SHIFTED_FORWARD_MAX_KERNEL:
+    return depthwise_shifted(x, kernel, stride)
+  n, h, w, c = x.shape
+  out = cpu_kernel_call("DepthwiseForward", (n, -(-h // stride), -(-w // stride), c), x, kernel.reshape(k, k, c),
+                        stride, (same_padding(h, k, stride), same_padding(w, k, stride)))
+  return out.astype(x.dtype)
+
+
 def depthwise_cpu_kernel(x, kernel, stride):
-  """`shifted`'s forward, which XLA fuses with the BatchNorm around it, and the C++ kernels of cpu_kernels.cc
-  for the gradients, in float32 whatever the input dtype (as XLA's convolution accumulates)."""
+  """The C++ kernels of cpu_kernels.cc for the gradients (and the forward of kernels larger than 3x3), in float32
+  whatever the input dtype (as XLA's convolution accumulates)."""
   return _depthwise_cpu_kernel(x, kernel, stride, x.shape[1], x.shape[2])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _depthwise_cpu_kernel(x, kernel, stride, height, width):
-  return depthwise_shifted(x, kernel, stride)
+  return cpu_kernel_forward(x, kernel, stride)
 
 
 def _cpu_kernel_forward(x, kernel, stride, height, width):
-  """Keeps the padded input (the same pad as the forward's, which XLA merges) for the kernel gradient: saving x
-  itself would make XLA write the BatchNorm's output twice, padded and not."""
-  return depthwise_shifted(x, kernel, stride), (pad_same(x, kernel.shape[0], stride), kernel)
+  """Keeps the kernel and, for the kernel gradient, the input: padded for a 3x3 kernel (the same pad as the
+  forward's, which XLA merges; saving x itself would make XLA write the BatchNorm's output twice, padded and not),
+  as it is for larger kernels (the C++ forward pads as it reads)."""
+  k = kernel.shape[0]
+  saved = pad_same(x, k, stride) if k <= SHIFTED_FORWARD_MAX_KERNEL else x
+  return cpu_kernel_forward(x, kernel, stride), (saved, kernel)
 
 
 def _cpu_kernel_backward(stride, height, width, residuals, grad):
-  padded, kernel = residuals
+  saved, kernel = residuals
   k, _, _, c = kernel.shape
   padding = same_padding(height, k, stride), same_padding(width, k, stride)
-  x_shape = (padded.shape[0], height, width, c)
+  x_shape = (saved.shape[0], height, width, c)
   grad_x = cpu_kernel_call("DepthwiseInputGrad", x_shape, grad, kernel.reshape(k, k, c), stride, padding)
-  grad_kernel = cpu_kernel_call("DepthwiseKernelGrad", (k, k, c), padded, grad, stride, ((0, 0), (0, 0)))
-  return grad_x.astype(padded.dtype), grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
+  saved_padding = ((0, 0), (0, 0)) if k <= SHIFTED_FORWARD_MAX_KERNEL else padding
+  grad_kernel = cpu_kernel_call("DepthwiseKernelGrad", (k, k, c), saved, grad, stride, saved_padding)
+  return grad_x.astype(saved.dtype), grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _depthwise_cpu_kernel.defvjp(_cpu_kernel_forward, _cpu_kernel_backward)
@@ -171,3 +192,13 @@ def resolve_impl(impl, kernels):
 def depthwise_conv(x, kernel, stride, impl):
   """x (N, H, W, C) convolved with kernel (k, k, 1, C) by implementation `impl` (not 'auto')."""
   return IMPLEMENTATIONS[impl](x, kernel, stride)
+
+
+def mixed_depthwise_conv(x, kernels, stride, impl):
+  """MixConv: x's channels split into contiguous groups, group i convolved with kernels[i] (k_i, k_i, 1, C_i),
+  the outputs concatenated in group order. One kernel is a plain depthwise conv."""
+  if len(kernels) == 1:
+    return depthwise_conv(x, kernels[0], stride, impl)
+  bounds = np.cumsum([0] + [kernel.shape[-1] for kernel in kernels])
+  return jnp.concatenate([depthwise_conv(x[..., lo:hi], kernel, stride, impl)
+                          for lo, hi, kernel in zip(bounds[:-1], bounds[1:], kernels)], axis=-1)
