@@ -4,7 +4,8 @@
 
 alpha 1, 0.75, 0.5, 0.25 x resolution 56, 48, 40, 32 (rho = 1, 6/7, 5/7, 4/7), each trained for 60 steps of 128
 images (7,680 images, about an eighth of an epoch: linear warmup over 6 steps to lr 0.1, then cosine decay to 0) and
-evaluated on the whole 10,000-image test split. `make demo` runs two cells at a time (--parallel 2), which
+evaluated on the whole 10,000-image test split. Where a cell's time goes and the ranking against the budget:
+docs/demo.md. `make demo` runs two cells at a time (--parallel 2), which
 overlaps one cell's single-threaded phases (data loading, compilation) with the other's training. The same
 cells at experiments/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`.
 """

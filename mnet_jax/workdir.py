@@ -30,6 +30,8 @@ def model_from_config(config, num_classes):
   check_resolution(config.resolution)
   options = {k: v for k, v in config.model.to_dict().items() if v is not None}
   options["kernels"] = resolve_kernels(options.get("kernels", "auto"))
+  if "kernel_sizes" in options:  # a list when the config comes from config.json
+    options["kernel_sizes"] = tuple(options["kernel_sizes"])
   try:
     return MobileNetV1(alpha=config.alpha, num_classes=num_classes, variant=config.variant, **options)
   except TypeError as e:

@@ -37,6 +37,7 @@ class Sweep:
   spec: str  # "path/to/sweep.py[:arg]", the path absolute
   command_line: tuple  # ("field", "text") pairs from --config.field=text
   cells: tuple
+  seeds: int = 1  # each declared cell trained with seeds config.seed, config.seed + 1, ...
 
   def check_index(self, index):
     if not 0 <= index < len(self.cells):
@@ -98,8 +99,9 @@ def sweep_name(path, arg):
   return stem + (f"_{format_value(arg)}" if arg else "")
 
 
-def load(spec, command_line=()):
-  """The Sweep of "path.py[:arg]" with the command line's (field, text) overrides applied to every cell."""
+def load(spec, command_line=(), seeds=1):
+  """The Sweep of "path.py[:arg]" with the command line's (field, text) overrides applied to every cell, each
+  declared cell repeated with `seeds` seeds (config.seed, config.seed + 1, ...; every cell's first seed first)."""
   path, _, arg = spec.partition(":")
   arg = arg or None
   module = load_module(path)
@@ -121,6 +123,12 @@ def load(spec, command_line=()):
   for dotted in swept:
     if dotted in command_values:
       raise ConfigError(f"--config.{dotted} cannot be overridden: sweep {name!r} sets it in every cell")
+  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    raise ConfigError(f"--seeds {seeds!r} is not allowed: it must be an integer >= 1")
+  if seeds > 1:
+    if "seed" in swept:
+      raise ConfigError(f"--seeds {seeds} cannot be used with sweep {name!r}: its cells set seed themselves")
+    requests = [dict(overrides, seed=base.seed + k) for k in range(seeds) for overrides in requests]
   cells, names = [], {}
   for index, overrides in enumerate(requests):
     config = module.get_config(arg)
@@ -135,13 +143,13 @@ def load(spec, command_line=()):
     if config.wandb.get("name") is None:
       config.wandb.name = f"{name}/{cell}"
     cells.append(Cell(index, cell, dict(overrides), config))
-  return Sweep(name, path + (f":{arg}" if arg else ""), tuple(command_line), tuple(cells))
+  return Sweep(name, path + (f":{arg}" if arg else ""), tuple(command_line), tuple(cells), seeds)
 
 
 def describe(sweep):
-  """{"name", "spec", "command_line", "cells": [{"index", "name", "overrides"}]}: what sweep.json holds."""
+  """{"name", "spec", "command_line", "seeds", "cells": [{"index", "name", "overrides"}]}: what sweep.json holds."""
   return {"name": sweep.name, "spec": sweep.spec, "command_line": [list(pair) for pair in sweep.command_line],
-          "cells": [{"index": c.index, "name": c.name, "overrides": c.overrides} for c in sweep.cells]}
+          "seeds": sweep.seeds, "cells": [{"index": c.index, "name": c.name, "overrides": c.overrides} for c in sweep.cells]}
 
 
 def write_description(workdir, sweep):

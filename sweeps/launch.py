@@ -1,7 +1,7 @@
 r"""Trains every cell of a sweep, skipping finished cells and resuming interrupted ones, then writes the report.
 
   python -m sweeps.launch --config experiments/grid16.py[:data=imagenet] --workdir runs/grid16 \
-      [--executor local|slurm|submitit-local] [--cell K] [--list] [--config.field=value ...]
+      [--executor local|slurm|submitit-local] [--cell K] [--list] [--seeds N] [--config.field=value ...]
 
 Executors:
 - `local` (default): the cells one after another in this process; with several local GPUs (or `--parallel N`),
@@ -12,6 +12,10 @@ Executors:
 - `slurm`: one SLURM job array through submitit, one task per unfinished cell; `--executor-param KEY=VALUE`
   goes to submitit's `update_parameters` (slurm_partition=gpu, gpus_per_node=1, timeout_min=1440, ...).
   `submitit-local` is the same path with submitit's local executor (real processes on this machine).
+
+`--seeds N` trains every cell N times, with seeds config.seed, config.seed + 1, ... (cells `<name>_seed=S`, all
+first seeds before any second one); the report groups them. Batch-1 latency (sweeps/latency.py) is measured after
+the cells have trained, one cell at a time (local executors), or by each array task after its cell.
 
 A cell is finished when its metrics.jsonl has a `"final": true` line. A failing cell leaves its error in
 `<cell>/error.json`, the other cells go on, and the exit status is 1. The report (results.csv, plots,
@@ -32,8 +36,6 @@ from sweeps import grid
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 ERROR_FILE = "error.json"
-LATENCY_FILE = "latency.json"
-LATENCY_RUNS = 50
 GPU_MEMORY_SHARE = 0.9  # of each GPU, split between its cells; the rest is for the K CUDA contexts themselves
 
 
@@ -43,9 +45,10 @@ def is_finished(cell_dir):
 
 
 def needs_work(workdir, cell):
-  """Not finished, or finished without a latency measurement."""
+  """Not finished, or finished without a latency measurement (for executors whose cells measure their own)."""
+  from sweeps import latency
   cell_dir = os.path.join(workdir, cell.name)
-  return not is_finished(cell_dir) or not os.path.exists(os.path.join(cell_dir, LATENCY_FILE))
+  return not is_finished(cell_dir) or not os.path.exists(os.path.join(cell_dir, latency.LATENCY_FILE))
 
 
 def check_writable(workdir):
@@ -59,54 +62,17 @@ def check_writable(workdir):
     raise ConfigError(f"workdir {workdir!r} is not writable ({e.strerror or e})") from None
 
 
-def num_classes_of(config, final):
-  """The classifier's width, from the final record's parameter count (it grows by the FC's input width per class);
-  cheaper than building the dataset again."""
-  from mnet_jax import count
-  one, two = [count.count(config.alpha, config.resolution, config.variant, k, config.model.min_depth,
-                          config.model.stem_stride, config.model.kernel_sizes, config.model.kernel_split)["params"]
-               for k in (1, 2)]
-  return 1 + (final["params"] - one) // (two - one)
-
-
-def measure_latency(config, cell_dir):
-  """Median wall time (ms) of one jitted batch-1 forward pass at the cell's resolution, on this machine's device.
-
-  Timed with all-zero weights of the right shapes: dense arithmetic takes the same time whatever the values, and
-  this needs neither the checkpoint nor a compiled init.
-  """
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from mnet_jax import metrics, workdir
-  model = workdir.model_from_config(config, num_classes_of(config, metrics.final_metrics(cell_dir)))
-  image = jnp.zeros((1, config.resolution, config.resolution, 3), jnp.float32)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image, train=False))
-  variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  forward(variables, image).block_until_ready()  # compile
-  times = []
-  for _ in range(LATENCY_RUNS):
-    start = time.perf_counter()
-    forward(variables, image).block_until_ready()
-    times.append(time.perf_counter() - start)
-  record = {"latency_ms": 1000 * float(np.median(times)), "runs": LATENCY_RUNS, "batch_size": 1,
-            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend()}
-  write_json(os.path.join(cell_dir, LATENCY_FILE), record)
-  return record
-
-
 def write_json(path, record):
   write_atomically(path, json.dumps(record, indent=2))
 
 
-def run_cell(spec, command_line, workdir, index):
-  """Trains cell `index` (idempotent: a finished cell only gets its latency measured if that is missing).
+def run_cell(spec, command_line, workdir, index, seeds=1, measure_latency=True):
+  """Trains cell `index` (idempotent), then measures its latency if that is missing and `measure_latency`.
 
   Returns {"index", "name", "status": "trained"|"skipped"|"failed", "seconds", "test_top1", "error"}; errors
   in the cell are recorded in <cell>/error.json, not raised. Top-level so submitit can pickle it.
   """
-  sweep = grid.load(spec, command_line)
+  sweep = grid.load(spec, command_line, seeds)
   cell = sweep.check_index(index)
   cell_dir = os.path.join(workdir, cell.name)
   os.makedirs(cell_dir, exist_ok=True)
@@ -119,8 +85,9 @@ def run_cell(spec, command_line, workdir, index):
       from mnet_jax import train
       train.train_and_evaluate(cell.config, cell_dir)
       result["status"] = "trained"
-    if not os.path.exists(os.path.join(cell_dir, LATENCY_FILE)):
-      measure_latency(cell.config, cell_dir)
+    from sweeps import latency
+    if measure_latency and not os.path.exists(os.path.join(cell_dir, latency.LATENCY_FILE)):
+      latency.measure(cell.config, cell_dir)
     from mnet_jax import metrics
     result["test_top1"] = metrics.final_metrics(cell_dir)["test_top1"]
     if os.path.exists(error_path):
@@ -173,12 +140,12 @@ def run_sequential(sweep, workdir):
   progress = Progress(sweep)
   results = []
   for cell in sweep.cells:
-    if not needs_work(workdir, cell):
+    if is_finished(os.path.join(workdir, cell.name)):
       results.append({"index": cell.index, "name": cell.name, "status": "skipped"})
       progress.done += 1
       continue
     progress.start(cell)
-    result = run_cell(sweep.spec, sweep.command_line, workdir, cell.index)
+    result = run_cell(sweep.spec, sweep.command_line, workdir, cell.index, sweep.seeds, measure_latency=False)
     progress.finish(result)
     results.append(result)
   return results
@@ -186,7 +153,7 @@ def run_sequential(sweep, workdir):
 
 def cell_command(sweep, workdir, index):
   command = [sys.executable, "-m", "sweeps.launch", "--config", sweep.spec, "--workdir", workdir,
-             "--cell", str(index), "--no-report"]
+             "--cell", str(index), "--seeds", str(sweep.seeds), "--no-report", "--no-latency"]
   return command + [f"--config.{dotted}={text}" for dotted, text in sweep.command_line]
 
 
@@ -226,7 +193,7 @@ def run_parallel(sweep, workdir, slots, gpus, cells_per_device=1):
   """`slots` cells at a time, each a `--cell K` process (pinned to one GPU when there are GPUs; with
   cells_per_device > 1 on a CPU-only machine, to its share of the cores)."""
   progress = Progress(sweep)
-  pending = [c for c in sweep.cells if needs_work(workdir, c)]
+  pending = [c for c in sweep.cells if not is_finished(os.path.join(workdir, c.name))]
   progress.done = len(sweep.cells) - len(pending)
   running, results = {}, []
   free = list(range(slots))
@@ -297,7 +264,8 @@ def run_submitit(sweep, workdir, cluster, params):
     raise ConfigError(f"--executor-param: {e}") from None
   indices = [c.index for c in pending]
   count = len(indices)
-  jobs = executor.map_array(run_cell, [sweep.spec] * count, [sweep.command_line] * count, [workdir] * count, indices)
+  jobs = executor.map_array(run_cell, [sweep.spec] * count, [sweep.command_line] * count, [workdir] * count, indices,
+                            [sweep.seeds] * count)
   print(f"[{sweep.name}] submitted {count} cells as {cluster} job array {jobs[0].job_id.split('_')[0]}; "
         f"logs in {os.path.join(workdir, 'submitit')}", flush=True)
   results = []
@@ -344,7 +312,10 @@ def parse_args(argv):
                       "a CPU-only machine: at a time, each on 1/K of the cores)")
   parser.add_argument("--executor-param", action="append", default=[], metavar="KEY=VALUE",
                       help="slurm/submitit-local: a submitit parameter (repeatable)")
+  parser.add_argument("--seeds", type=int, default=1, help="train every cell with seeds seed, seed+1, ... "
+                      "(config.seed and N-1 more; the report shows their mean and standard deviation)")
   parser.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
+  parser.add_argument("--no-latency", action="store_true", help="--cell K: do not measure the cell's latency")
   args, rest = parser.parse_known_args(argv)
   try:
     return args, config_file.parse_overrides(rest)
@@ -356,7 +327,7 @@ def parse_args(argv):
 def main(argv=None):
   args, command_line = parse_args(argv)
   process.setup_process()
-  sweep = grid.load(args.config, command_line)
+  sweep = grid.load(args.config, command_line, args.seeds)
   if args.list:
     for cell in sweep.cells:
       print(f"{cell.index:>3}  {cell.name}  {json.dumps(cell.overrides)}")
@@ -380,7 +351,7 @@ def main(argv=None):
   if args.cell is not None:
     progress = Progress(sweep)
     progress.start(sweep.cells[args.cell])
-    result = run_cell(sweep.spec, sweep.command_line, workdir, args.cell)
+    result = run_cell(sweep.spec, sweep.command_line, workdir, args.cell, sweep.seeds, not args.no_latency)
     progress.finish(result)
     return finish(sweep, workdir, [result], write_report=not args.no_report)
   if args.executor == "local":
@@ -391,6 +362,9 @@ def main(argv=None):
       results = run_parallel(sweep, workdir, slots, gpus[:slots], cells_per_device)
     else:
       results = run_sequential(sweep, workdir)
+    from sweeps import latency  # after the cells: no training runs beside a measurement
+    latency.measure_cells(workdir, [c.name for c in sweep.cells],
+                          log=lambda line: print(f"[{sweep.name}] {line}", flush=True))
   else:
     cluster = "slurm" if args.executor == "slurm" else "local"
     results = run_submitit(sweep, workdir, cluster, parse_executor_params(args.executor_param))

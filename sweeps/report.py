@@ -1,19 +1,24 @@
 r"""Rebuilds a sweep's results.csv, plots and report.md from its cells' metrics.jsonl (at any time, even mid-sweep).
 
-  python -m sweeps.report --workdir runs/demo
+  python -m sweeps.report --workdir runs/demo [--latency]
 
 The cells are those listed in DIR/sweep.json (written by sweeps.launch), or else every subdirectory with a
-config.json (e.g. converted pretrained checkpoints after `mnet_jax.evaluate`). Writes DIR/results.csv,
+config.json (e.g. converted pretrained checkpoints after `mnet_jax.evaluate`). Cells that differ only by seed
+(`<name>_seed=S`) form one group: results.csv has a row per group with the mean, the standard deviation over its
+finished seeds and their number n; the figures draw the mean with a ±1 std error bar. Writes DIR/results.csv,
 DIR/acc_vs_mult_adds.png/.svg (the paper's Figure 4), DIR/acc_vs_params.png/.svg (Figure 5),
 DIR/acc_vs_latency.png and DIR/report.md (the grid's Tables 4-7 beside the paper's); for a sweep over the
-depthwise kernels also DIR/acc_vs_mult_adds_kernels.png/.svg (sweeps/report_kernels.py).
+depthwise kernels also DIR/acc_vs_mult_adds_kernels.png/.svg (sweeps/report_kernels.py). `--latency` first
+measures every finished cell's batch-1 latency again (sweeps/latency.py).
 """
 
 import csv
 import hashlib
 import io
 import json
+import math
 import os
+import re
 
 from mnet_jax import metrics, paper, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
@@ -22,6 +27,11 @@ from sweeps import grid, report_kernels
 
 COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5", "train_seconds",
            "images_per_second", "latency_ms", "status", "error")
+GROUP_COLUMNS = ("cell", "alpha", "resolution", "variant", "n", "seeds", "mult_adds", "params", "test_top1",
+                 "test_top1_std", "test_top5", "test_top5_std", "train_seconds", "images_per_second", "latency_ms",
+                 "latency_ms_std", "status", "error")  # results.csv: one row per group of seeds
+AVERAGED = ("mult_adds", "params", "test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms")
+WITH_STD = ("test_top1", "test_top5", "latency_ms")
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # the paper's rho = 1, 6/7, 5/7, 4/7
 PLOTS = ("acc_vs_mult_adds.png", "acc_vs_mult_adds.svg", "acc_vs_params.png", "acc_vs_params.svg",
          "acc_vs_latency.png")
@@ -77,11 +87,11 @@ def dataset_of(workdir, rows):
   return None
 
 
-def write_csv(path, rows):
+def write_csv(path, groups):
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+  writer = csv.DictWriter(buffer, GROUP_COLUMNS, lineterminator="\n", extrasaction="ignore")
   writer.writeheader()
-  writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+  writer.writerows({k: "" if v is None else v for k, v in group.items()} for group in groups)
   write_atomically(path, buffer.getvalue())
 
 
@@ -89,15 +99,69 @@ def finished(rows):
   return [r for r in rows if r["status"] == "ok"]
 
 
-def grid_points(rows, x_key):
-  """One point per (alpha, resolution) of the standard variant: x_key and test top-1 averaged over its cells (seeds)."""
-  cells = {}
-  for r in finished(rows):
-    if r["variant"] == "standard" and r[x_key] is not None:
-      cells.setdefault((r["alpha"], r["resolution"]), []).append(r)
-  return [{"alpha": alpha, "resolution": resolution, "x": sum(r[x_key] for r in group) / len(group),
-           "top1": sum(r["test_top1"] for r in group) / len(group)}
-          for (alpha, resolution), group in sorted(cells.items())]
+def group_name(cell):
+  """The cell's name without its seed: every cell of a group trains the same config but for config.seed."""
+  return re.sub(r"_seed=-?\d+", "", cell)
+
+
+def seed_of(cell):
+  found = re.search(r"_seed=(-?\d+)", cell)
+  return int(found.group(1)) if found else 0
+
+
+def series_of(name, variant):
+  """What the group's cells set besides alpha, resolution and seed (the name's tail: "variant=full_conv", ...);
+  "" for the sweep's plain grid. Each series is drawn as its own set of lines."""
+  found = re.match(r"a[0-9.]+_r\d+_?(.*)$", name)
+  if found:
+    return found.group(1)
+  return "" if variant in (None, "standard") else f"variant={variant}"
+
+
+def mean_std(values):
+  mean = sum(values) / len(values)
+  std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+  return mean, std
+
+
+def groups_of(rows):
+  """One record per group of cells that differ only by seed, in the sweep's order: GROUP_COLUMNS plus "series";
+  the numbers are the mean (and *_std the sample standard deviation) over the group's finished cells."""
+  by_name = {}
+  for row in rows:
+    by_name.setdefault(group_name(row["cell"]), []).append(row)
+  groups = []
+  for name, cells in by_name.items():
+    done = finished(cells)
+    first = (done or cells)[0]
+    group = {"cell": name, "alpha": first["alpha"], "resolution": first["resolution"], "variant": first["variant"],
+             "n": len(done), "seeds": " ".join(str(seed_of(r["cell"])) for r in done),
+             "series": series_of(name, first["variant"])}
+    for column in AVERAGED:
+      values = [r[column] for r in done if r[column] is not None]
+      mean, std = mean_std(values) if values else (None, None)
+      group[column] = mean
+      if column in WITH_STD:
+        group[f"{column}_std"] = std
+    unfinished = [r for r in cells if r["status"] != "ok"]
+    group["status"] = "ok" if not unfinished else (
+        unfinished[0]["status"] + (f" ({len(done)} of {len(cells)} seeds ok)" if done else ""))
+    group["error"] = unfinished[0]["error"] if unfinished else None
+    groups.append(group)
+  return groups
+
+
+def points(rows, x_key):
+  """The groups with at least one finished cell and a value of x_key."""
+  return [g for g in groups_of(rows) if g["n"] and g[x_key] is not None]
+
+
+def spearman(xs, ys):
+  """Spearman's rank correlation (ties get their mean rank), or None for fewer than 3 points or a constant."""
+  from scipy import stats
+  if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+    return None
+  return float(stats.spearmanr(xs, ys).statistic)
 
 
 def paper_points():
@@ -111,30 +175,43 @@ def paper_points():
   return slim, tables
 
 
-def plot(rows, x_key, x_label, path_stem, formats, overlay):
-  """Test top-1 against x_key: a solid line per alpha, a dashed line per resolution (the paper's Figure 4 style)."""
+def plot(rows, x_key, x_label, overlay, title_note=""):
+  """The figure of test top-1 against x_key: for the plain grid a solid line per alpha and a dashed line per resolution (the
+  paper's Figure 4 style), for every other series (a variant, a swept field) its own markers; each point is the
+  mean over its seeds with a ±1 std error bar."""
   import matplotlib
   from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend switch in notebooks
   figure = Figure(figsize=(7.5, 5.2))
   axes = figure.subplots()
-  points = grid_points(rows, x_key)
-  alphas = sorted({p["alpha"] for p in points}, reverse=True)
-  resolutions = sorted({p["resolution"] for p in points}, reverse=True)
+  groups = points(rows, x_key)
   colors = matplotlib.colormaps["viridis"]
-  for i, alpha in enumerate(alphas):
-    line = sorted((p for p in points if p["alpha"] == alpha), key=lambda p: p["x"])
-    axes.plot([p["x"] for p in line], [100 * p["top1"] for p in line], "o-",
-              color=colors(i / max(len(alphas) - 1, 1) * 0.85), label=f"α = {alpha:g}")
-  for resolution in resolutions:
-    line = sorted((p for p in points if p["resolution"] == resolution), key=lambda p: p["x"])
-    if len(line) > 1:
-      axes.plot([p["x"] for p in line], [100 * p["top1"] for p in line], "--", color="0.6", linewidth=0.9)
-    if line:
-      axes.annotate(f"{resolution}px", (line[-1]["x"], 100 * line[-1]["top1"]), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7, color="0.4")
-  for variant in sorted({r["variant"] for r in finished(rows)} - {"standard"}):
-    points = [r for r in finished(rows) if r["variant"] == variant and r[x_key] is not None]
-    axes.plot([r[x_key] for r in points], [100 * r["test_top1"] for r in points], "D", label=variant)
+  markers = "sD^vP*Xh"
+
+  def draw(line, style, **kwargs):
+    spread = any(g["test_top1_std"] is not None for g in line)
+    yerr = [100 * (g["test_top1_std"] or 0) for g in line] if spread else None
+    axes.errorbar([g[x_key] for g in line], [100 * g["test_top1"] for g in line], yerr=yerr, fmt=style, capsize=3,
+                  **kwargs)
+
+  series = sorted({g["series"] for g in groups}, key=lambda name: (name != "", name))
+  for k, name in enumerate(series):
+    members = [g for g in groups if g["series"] == name]
+    alphas = sorted({g["alpha"] for g in members if g["alpha"] is not None}, reverse=True)
+    for i, alpha in enumerate(alphas):
+      line = sorted((g for g in members if g["alpha"] == alpha), key=lambda g: g[x_key])
+      if name == "":
+        draw(line, "o-", color=colors(i / max(len(alphas) - 1, 1) * 0.85), label=f"α = {alpha:g}")
+      else:
+        draw(line, markers[(k - 1) % len(markers)] + ":", color=f"C{k % 10}", label=name if i == 0 else None)
+    if name != "":
+      continue
+    for resolution in sorted({g["resolution"] for g in members}, reverse=True):
+      line = sorted((g for g in members if g["resolution"] == resolution), key=lambda g: g[x_key])
+      if len(line) > 1:
+        axes.plot([g[x_key] for g in line], [100 * g["test_top1"] for g in line], "--", color="0.6", linewidth=0.9)
+      if line:
+        axes.annotate(f"{resolution}px", (line[-1][x_key], 100 * line[-1]["test_top1"]), textcoords="offset points",
+                      xytext=(4, -10), fontsize=7, color="0.4")
   if overlay and x_key in ("mult_adds", "params"):
     slim, tables = paper_points()
     axes.plot([p[x_key] for p in slim], [p["top1"] for p in slim], "o", markerfacecolor="none", color="k",
@@ -145,10 +222,15 @@ def plot(rows, x_key, x_label, path_stem, formats, overlay):
   axes.set_xlabel(x_label)
   axes.set_ylabel("test top-1 (%)")
   axes.grid(True, which="both", alpha=0.3)
-  axes.set_title(f"Accuracy vs {x_label.split(' (')[0]} (dashed: fixed resolution)")
+  axes.set_title(f"Accuracy vs {x_label.split(' (')[0]} (dashed: fixed resolution){title_note}")
   if axes.get_legend_handles_labels()[0]:
     axes.legend(fontsize=8)
   figure.tight_layout()
+  return figure
+
+
+def save(figure, path_stem, formats):
+  """Writes the figure as path_stem.<format> for each format (atomically); returns the paths."""
   paths = []
   for extension in formats:
     path = f"{path_stem}.{extension}"
@@ -169,51 +251,79 @@ def resolution_for(paper_resolution, our_resolutions):
 
 
 def paper_tables(rows):
-  """{table number: [(paper row, our row or None)]} for Tables 4-7 where the grid has at least one matching cell."""
+  """{table number: [(paper row, our group or None)]} for Tables 4-7 where the grid has at least one matching cell."""
   from mnet_jax.count import variant_of
-  our_resolutions = sorted({r["resolution"] for r in rows if r["resolution"] is not None}, reverse=True)
+  groups = groups_of(rows)
+  our_resolutions = sorted({g["resolution"] for g in groups if g["resolution"] is not None}, reverse=True)
   tables = {}
   for row in paper.tables():
     if row["table"] not in ("4", "5", "6", "7") or not row["alpha"]:
       continue
     resolution = resolution_for(int(row["resolution"]), our_resolutions)
-    ours = [r for r in rows if r["alpha"] == float(row["alpha"]) and r["resolution"] == resolution and
-            r["variant"] == variant_of(row["model"])]
+    ours = [g for g in groups if g["alpha"] == float(row["alpha"]) and g["resolution"] == resolution and
+            g["variant"] == variant_of(row["model"])]
     tables.setdefault(int(row["table"]), []).append((row, ours[0] if ours else None))
   return {n: pairs for n, pairs in sorted(tables.items()) if any(ours for _, ours in pairs)}
 
 
+def out_of_order(low, high):
+  """Whether top-1 falls from `low` to `high` (the larger network) by more than the noise: when both groups have
+  >= 2 seeds, by more than twice the standard error of the difference of their means; with one seed, at all."""
+  drop = low["test_top1"] - high["test_top1"]
+  if low["n"] < 2 or high["n"] < 2:
+    return drop >= 0
+  return drop > 2 * math.sqrt(low["test_top1_std"] ** 2 / low["n"] + high["test_top1_std"] ** 2 / high["n"])
+
+
 def trend_exceptions(rows):
   """Where test top-1 (mean over seeds) does not rise with alpha at a fixed resolution, or with resolution at a
-  fixed alpha: (number of neighbouring pairs checked, one line per exception)."""
-  points = grid_points(rows, "test_top1")
-  exceptions, checked = [], 0
-  for fixed, varied, symbol in (("resolution", "alpha", "α"), ("alpha", "resolution", "ρ")):
-    for value in sorted({p[fixed] for p in points}):
-      line = sorted((p for p in points if p[fixed] == value), key=lambda p: p[varied])
-      for low, high in zip(line, line[1:]):
-        checked += 1
-        if high["top1"] <= low["top1"]:
-          exceptions.append(f"at {fixed} {value:g}, top-1 does not rise from {symbol}={low[varied]:g} to "
-                            f"{symbol}={high[varied]:g} ({100 * low['top1']:.2f} % -> {100 * high['top1']:.2f} %)")
-  return checked, exceptions
+  fixed alpha, within each series: (number of neighbouring pairs checked, one line per pair out of order, one
+  line per pair that falls by less than the noise)."""
+  groups = points(rows, "test_top1")
+  exceptions, within_noise, checked = [], [], 0
+  for series in sorted({g["series"] for g in groups}):
+    members = [g for g in groups if g["series"] == series]
+    for fixed, varied, symbol in (("resolution", "alpha", "α"), ("alpha", "resolution", "ρ")):
+      for value in sorted({g[fixed] for g in members}):
+        line = sorted((g for g in members if g[fixed] == value), key=lambda g: g[varied])
+        for low, high in zip(line, line[1:]):
+          checked += 1
+          if high["test_top1"] > low["test_top1"]:
+            continue
+          text = (f"{series + ', ' if series else ''}at {fixed} {value:g}, top-1 does not rise from "
+                  f"{symbol}={low[varied]:g} to {symbol}={high[varied]:g} ({top1_text(low)} -> {top1_text(high)})")
+          (exceptions if out_of_order(low, high) else within_noise).append(text)
+  return checked, exceptions, within_noise
 
 
 def number(value, scale=1.0, digits=2, suffix=""):
   return "–" if value is None or value == "" else f"{value / scale:.{digits}f}{suffix}"
 
 
+def with_std(group, column, scale=1.0, digits=2, suffix=""):
+  """"mean ± std" over the group's seeds (just the mean for one seed)."""
+  text = number(group[column], scale, digits)
+  if group.get(f"{column}_std") is not None:
+    text += f" ± {number(group[f'{column}_std'], scale, digits)}"
+  return text + suffix if group[column] is not None else text
+
+
+def top1_text(group):
+  return with_std(group, "test_top1", 0.01, suffix=" %")
+
+
 def results_table(rows):
-  """The cells as a markdown table."""
-  lines = ["| cell | α | resolution | variant | test top-1 | test top-5 | Mult-Adds (M) | params (M) | latency (ms, "
-           "batch 1) | train time (s) | images/s | status |",
-           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-  for r in rows:
-    status = r["status"] + (f": {r['error']}" if r["error"] else "")
-    lines.append(f"| {r['cell']} | {number(r['alpha'])} | {r['resolution'] or '–'} | {r['variant'] or '–'} | "
-                 f"{number(r['test_top1'], 0.01)} % | {number(r['test_top5'], 0.01)} % | "
-                 f"{number(r['mult_adds'], 1e6, 1)} | {number(r['params'], 1e6, 3)} | {number(r['latency_ms'])} | "
-                 f"{number(r['train_seconds'], digits=0)} | {number(r['images_per_second'], digits=0)} | {status} |")
+  """The groups of cells (seeds averaged: mean ± std over n seeds) as a markdown table."""
+  lines = ["| cell | α | resolution | variant | n | test top-1 | test top-5 | Mult-Adds (M) | params (M) | latency "
+           "(ms, batch 1) | train time (s) | images/s | status |",
+           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+  for g in groups_of(rows):
+    status = g["status"] + (f": {g['error']}" if g["error"] else "")
+    lines.append(f"| {g['cell']} | {number(g['alpha'])} | {g['resolution'] or '–'} | {g['variant'] or '–'} | "
+                 f"{g['n']} | {top1_text(g)} | {with_std(g, 'test_top5', 0.01, suffix=' %')} | "
+                 f"{number(g['mult_adds'], 1e6, 1)} | {number(g['params'], 1e6, 3)} | "
+                 f"{with_std(g, 'latency_ms', digits=3)} | {number(g['train_seconds'], digits=0)} | "
+                 f"{number(g['images_per_second'], digits=0)} | {status} |")
   return "\n".join(lines)
 
 
@@ -233,53 +343,82 @@ def paper_section(rows, dataset):
     for row, ours in pairs:
       ours = ours or {}
       lines.append(f"| {row['model']} | {row['imagenet_top1']} % | {row['million_mult_adds']} | "
-                   f"{row['million_params']} | {ours.get('cell', '–')} | {number(ours.get('test_top1'), 0.01)} % | "
+                   f"{row['million_params']} | {ours.get('cell', '–')} | {top1_text(ours) if ours else '– %'} | "
                    f"{number(ours.get('mult_adds'), 1e6, 1)} | {number(ours.get('params'), 1e6, 3)} |")
   return "\n".join(lines)
 
 
+def latency_note(workdir, rows):
+  """How the latencies were measured: runs, device and, on a CPU, threads; None without any."""
+  records = [read_json(os.path.join(workdir, r["cell"], "latency.json")) for r in rows if r["latency_ms"] is not None]
+  if not records:
+    return None
+  devices = sorted({r["device"] + (f", {r['threads']} threads" if r.get("threads") else "") for r in records})
+  return (f"median of >= {min(r['runs'] for r in records)} jitted batch-1 forward passes per cell on "
+          f"{'; '.join(devices)}")
+
+
 def trend_section(rows):
-  checked, exceptions = trend_exceptions(rows)
+  checked, exceptions, within_noise = trend_exceptions(rows)
   if not checked:
     return "The grid has no two cells that differ only in α or only in resolution."
+  lines = [f"- {e}" for e in exceptions]
+  if within_noise:
+    lines += ["", "Within the noise (a fall smaller than twice the standard error of the difference of the two "
+              "means over their seeds):", ""] + [f"- {e}" for e in within_noise]
   if not exceptions:
-    return f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs)."
-  return "\n".join(f"- {e}" for e in exceptions) + f"\n\n({len(exceptions)} of {checked} neighbouring pairs.)"
+    lines.insert(0, f"Yes: test top-1 rises with α at every resolution and with resolution at every α, beyond the "
+                 f"noise ({checked} pairs)." if within_noise else
+                 f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs).")
+  else:
+    lines.append(f"\n({len(exceptions)} of {checked} neighbouring pairs out of order.)")
+  plain = [g for g in points(rows, "test_top1") if g["series"] == "" and g["mult_adds"] is not None]
+  correlations = [("test top-1", spearman([g["mult_adds"] for g in plain], [g["test_top1"] for g in plain]))]
+  timed = [g for g in plain if g["latency_ms"] is not None]
+  correlations.append(("batch-1 latency", spearman([g["mult_adds"] for g in timed], [g["latency_ms"] for g in timed])))
+  found = [f"{what} {value:.2f}" for what, value in correlations if value is not None]
+  if found:
+    lines += ["", f"Spearman's rank correlation with Mult-Adds over {len(plain)} groups: {', '.join(found)}."]
+  return "\n".join(lines)
 
 
 def markdown(workdir, rows, dataset):
   description = grid.read_description(workdir) or {}
   name = description.get("name", os.path.basename(workdir))
   counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "incomplete", "pending")}
+  seeds = description.get("seeds", 1)
   lines = [f"# Sweep {name}", "",
-           f"Dataset `{dataset}`; {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
+           f"Dataset `{dataset}`; {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) +
+           (f"; {seeds} seeds per cell, shown as mean ± standard deviation over the n finished ones." if seeds > 1
+            else "."),
            f"Rebuilt by `python -m sweeps.report --workdir {workdir}` from the cells' metrics.jsonl.", "",
            results_table(rows), "", "## Beside the paper", "", paper_section(rows, dataset), "",
            "## Does accuracy rise with width and resolution?", "", trend_section(rows), "",
            "## Figures", "", "![accuracy vs Mult-Adds (Figure 4)](acc_vs_mult_adds.png)", "",
            "![accuracy vs params (Figure 5)](acc_vs_params.png)", "", "![accuracy vs latency](acc_vs_latency.png)"]
-  latencies = [read_json(os.path.join(workdir, r["cell"], "latency.json")) for r in rows if r["latency_ms"] is not None]
-  if latencies:
-    lines += ["", f"Latency: median of {latencies[0]['runs']} jitted batch-1 forward passes on "
-              f"{', '.join(sorted({record['device'] for record in latencies}))}, measured after each cell trained."]
+  note = latency_note(workdir, rows)
+  if note:
+    lines += ["", f"Latency: {note}, one cell at a time after the cells trained "
+              f"(`python -m sweeps.report --workdir {workdir} --latency` measures it again)."]
   return "\n".join(lines) + "\n"
 
 
 def write(workdir):
-  """Writes results.csv, the plots and report.md; returns their paths."""
+  """Writes results.csv (one row per group of seeds), the plots and report.md; returns their paths."""
   workdir = os.path.abspath(workdir)
   rows = rows_of(workdir)
   dataset = dataset_of(workdir, rows)
   overlay = dataset == "imagenet2012"
   paths = {"results": os.path.join(workdir, "results.csv"), "report": os.path.join(workdir, "report.md")}
-  write_csv(paths["results"], rows)
+  write_csv(paths["results"], groups_of(rows))
+  note = latency_note(workdir, rows)
   paths["plots"] = (
-      plot(rows, "mult_adds", "Mult-Adds (log scale)", os.path.join(workdir, "acc_vs_mult_adds"), ("png", "svg"),
-           overlay)
-      + plot(rows, "params", "parameters (log scale)", os.path.join(workdir, "acc_vs_params"), ("png", "svg"),
-             overlay)
-      + plot(rows, "latency_ms", "latency, batch 1 (ms, log scale)", os.path.join(workdir, "acc_vs_latency"),
-             ("png",), False))
+      save(plot(rows, "mult_adds", "Mult-Adds (log scale)", overlay), os.path.join(workdir, "acc_vs_mult_adds"),
+           ("png", "svg"))
+      + save(plot(rows, "params", "parameters (log scale)", overlay), os.path.join(workdir, "acc_vs_params"),
+             ("png", "svg"))
+      + save(plot(rows, "latency_ms", "latency, batch 1 (ms, log scale)", False,
+                  f"\n{note.split(' on ')[-1]}" if note else ""), os.path.join(workdir, "acc_vs_latency"), ("png",)))
   text = markdown(workdir, rows, dataset)
   kernels = report_kernels.write(workdir, rows, dataset)
   if kernels:
@@ -318,8 +457,14 @@ def log_to_wandb(workdir, sweep_name, wandb_config):
 def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m sweeps.report", description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True, help="a sweep directory (sweeps.launch --workdir)")
+  parser.add_argument("--latency", action="store_true", help="measure every finished cell's batch-1 latency again "
+                      "first, one cell at a time (run it with nothing else busy on the machine)")
   args = parser.parse_args(argv)
   process.setup_process()
+  if args.latency:
+    from sweeps import latency
+    workdir = os.path.abspath(args.workdir)
+    latency.measure_cells(workdir, [r["cell"] for r in rows_of(workdir)], again=True)
   paths = write(args.workdir)
   print(f"report: {paths['report']}\nresults: {paths['results']}\nplots: {', '.join(paths['plots'])}")
 

@@ -5,11 +5,9 @@ paper's Figure 4 layout), the paper's ImageNet points overlaid on ImageNet sweep
 Used by sweeps.report when the cells differ in model.kernel_sizes or model.kernel_split.
 """
 
-import io
 import os
 
 from mnet_jax import paper
-from mnet_jax.workdir import write_atomically
 
 PLOT = "acc_vs_mult_adds_kernels"
 KERNEL_FIELDS = ("model.kernel_sizes", "model.kernel_split")
@@ -133,13 +131,8 @@ def plot(groups, path_stem, overlay):
   if axes.get_legend_handles_labels()[0]:
     axes.legend(fontsize=8)
   figure.tight_layout()
-  paths = []
-  for extension in ("png", "svg"):
-    image = io.BytesIO()
-    figure.savefig(image, format=extension, dpi=120)
-    write_atomically(f"{path_stem}.{extension}", image.getvalue())
-    paths.append(f"{path_stem}.{extension}")
-  return paths
+  from sweeps.report import save  # noqa: PLC0415 (report imports this module)
+  return save(figure, path_stem, ("png", "svg"))
 
 
 def section(fields, groups, dataset):

@@ -308,3 +308,57 @@ def test_bad_cells_per_device(tmp_path):
   result = launch("--config", path, "--workdir", str(tmp_path / "w"), "--cells-per-device", "2", "--parallel", "2",
                   check=False)
   assert_one_line_error(result, "--cells-per-device goes with the local executor alone")
+
+
+# --- seeds and spread -------------------------------------------------------------------------------------------
+
+def test_seeds_repeat_every_cell_first_seeds_first(tmp_path):
+  path = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
+  sweep = grid.load(path, [("seed", "3")], seeds=2)
+  assert [c.name for c in sweep.cells] == ["a0.25_r32", "a0.5_r32", "a0.25_r32_seed=4", "a0.5_r32_seed=4"]
+  assert [c.config.seed for c in sweep.cells] == [3, 3, 4, 4]
+  assert [report.group_name(c.name) for c in sweep.cells] == ["a0.25_r32", "a0.5_r32"] * 2
+  assert_one_line_error(launch("--config", path, "--list", "--seeds", "0", check=False), "--seeds 0", ">= 1")
+  seeded = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25, seed=1)\n", name="seeded.py")
+  assert_one_line_error(launch("--config", seeded, "--list", "--seeds", "2", check=False), "--seeds 2",
+                        "set seed themselves")
+
+
+def test_a_pair_is_out_of_order_only_beyond_the_noise():
+  def group(mean, std, n):
+    return {"test_top1": mean, "test_top1_std": std, "n": n}
+  assert report.out_of_order(group(0.80, None, 1), group(0.799, None, 1))  # one seed: any fall counts
+  assert not report.out_of_order(group(0.80, None, 1), group(0.801, None, 1))
+  # 3 seeds with std 0.01: the standard error of the difference is 0.01 * sqrt(2 / 3) = 0.0082
+  assert not report.out_of_order(group(0.80, 0.01, 3), group(0.785, 0.01, 3))  # fall 0.015 < 2 x 0.0082
+  assert report.out_of_order(group(0.80, 0.01, 3), group(0.78, 0.01, 3))  # fall 0.020 > 0.0163
+
+
+@pytest.mark.slow
+def test_two_seeds_per_cell_give_mean_std_and_error_bars(tmp_path):
+  import statistics
+  from matplotlib.container import ErrorbarContainer
+  from mnet_jax import metrics
+  path = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
+  workdir = tmp_path / "sweep"
+  result = launch("--config", path, "--workdir", str(workdir), "--seeds", "2")
+  assert "a0.5_r32_seed=1 trained" in result.stdout and "latency a0.5_r32_seed=1" in result.stdout
+  rows = read_csv(workdir / "results.csv")
+  assert [(r["cell"], r["n"], r["seeds"], r["status"]) for r in rows] == [("a0.25_r32", "2", "0 1", "ok"),
+                                                                        ("a0.5_r32", "2", "0 1", "ok")]
+  markdown = (workdir / "report.md").read_text()
+  for row in rows:
+    top1 = [metrics.final_metrics(str(workdir / name))["test_top1"] for name in (row["cell"], row["cell"] + "_seed=1")]
+    assert float(row["test_top1"]) == pytest.approx(statistics.mean(top1))
+    assert float(row["test_top1_std"]) == pytest.approx(statistics.stdev(top1))
+    assert float(row["latency_ms_std"]) >= 0
+    assert (f"| {row['cell']} | 0.25 |" in markdown or f"| {row['cell']} | 0.50 |" in markdown)
+    assert f"{100 * statistics.mean(top1):.2f} ± {100 * statistics.stdev(top1):.2f} %" in markdown
+  assert "2 seeds per cell" in markdown
+  for x_key in ("mult_adds", "params", "latency_ms"):
+    figure = report.plot(report.rows_of(str(workdir)), x_key, x_key, overlay=False)
+    bars = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert bars and all(c.has_yerr for c in bars)
+    half_lengths = sorted(round(float(abs(segment[1][1] - segment[0][1])) / 2, 6)
+                          for c in bars for segment in c.lines[2][0].get_segments())
+    assert half_lengths == sorted(round(100 * float(r["test_top1_std"]), 6) for r in rows)
