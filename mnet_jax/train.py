@@ -280,10 +280,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_lib.Writer(workdir, metrics_lib.start_wandb(config.wandb, config.to_dict(), workdir,
                                                                meta["wandb_run_id"]))
   step_fn = jax.jit(
-      lambda s, b: train_step(s, b, model=model, tx=tx, learning_rate=learning_rate, num_classes=data.num_classes,
+      lambda s, b: train_step(s, data_lib.on_device(b, config.resolution), model=model, tx=tx,
+                              learning_rate=learning_rate, num_classes=data.num_classes,
                               label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay),
       donate_argnums=0)
-  jitted_eval_step = jax.jit(lambda v, b: eval_step(v, b, model=model, num_classes=data.num_classes))
+  jitted_eval_step = jax.jit(
+      lambda v, b: eval_step(v, data_lib.on_device(b, config.resolution), model=model, num_classes=data.num_classes))
   eval_every = config.get("eval_every_steps")
   checkpoint_every = config.checkpoint_every_steps
   log_every = config.log_every_steps
