@@ -263,9 +263,18 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the input pipelines")
   parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+  parser.add_argument("--pipeline", dest="input_modes", action="store_true",
+                      help="time the input modes instead (mnet_jax/bench_pipeline.py); with --resolutions, --images")
+  parser.add_argument("--resolutions", type=str, default="224,192,160,128", help="with --pipeline")
+  parser.add_argument("--images", type=int, default=256, help="synthetic JPEGs made for --pipeline")
   args = parser.parse_args(argv)
   if args.repeats < 1:
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
+  if args.input_modes:
+    from mnet_jax import bench_pipeline
+    bench_pipeline.run(bench_pipeline.parse_resolutions(args.resolutions), args.images, args.repeats,
+                       as_json=args.json)
+    return
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
   host_memory.keep_freed_memory()

@@ -303,12 +303,33 @@ def image_shape(image_bytes):
                  lambda: tf.shape(decode_image(image_bytes)))
 
 
-def decode_window(image_bytes, offset_y, offset_x, height, width):
-  """The window's pixels (uint8, 3 channels); a JPEG decodes only the window."""
+def crop_box(image_bytes, seed, min_area):
+  """inception_crop's box (begin, size) for the same seed, from the image's header alone."""
   import tensorflow as tf
-  window = tf.stack([offset_y, offset_x, height, width])
-  return tf.cond(tf.io.is_jpeg(image_bytes),
-                 lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      image_shape(image_bytes), tf.zeros([0, 0, 4], tf.float32), seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(min_area, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return begin, size
+
+
+def decode_window(image_bytes, offset_y, offset_x, height, width, resolution):
+  """The window's pixels (uint8, 3 channels), to be resized to `resolution`. A JPEG decodes only the window, at
+  1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, a low-pass filter) when the window's shorter side is at least that
+  many times the resolution: the antialiased resize after it, most of the per-image time, then works on fewer
+  pixels (docs/input-pipeline.md)."""
+  import tensorflow as tf
+
+  def scaled(ratio):
+    window = tf.stack([offset_y // ratio, offset_x // ratio, height // ratio, width // ratio])
+    return lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3, ratio=ratio)
+
+  def jpeg():
+    shorter = tf.minimum(height, width)
+    index = sum(tf.cast(shorter >= ratio * resolution, tf.int32) for ratio in (2, 4, 8))
+    return tf.switch_case(index, [scaled(ratio) for ratio in (1, 2, 4, 8)])
+
+  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg,
                  lambda: tf.image.crop_to_bounding_box(decode_image(image_bytes), offset_y, offset_x, height, width))
 
 
@@ -320,14 +341,11 @@ def resize_uint8(image, resolution):
 
 
 def jpeg_crop(image_bytes, seed, resolution, min_area, flip):
-  """inception_crop's box and flip (same seed, same result up to uint8 rounding), decoding only the crop window;
-  uint8 out (scaled to [-1, 1] on the device by `on_device`)."""
+  """inception_crop's box and flip for the same seed, decoding only the crop window (see decode_window); uint8 out
+  (scaled to [-1, 1] on the device by `on_device`)."""
   import tensorflow as tf
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      image_shape(image_bytes), tf.zeros([0, 0, 4], tf.float32), seed=seed, min_object_covered=0.0,
-      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(min_area, 1.0), max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  image = resize_uint8(decode_window(image_bytes, begin[0], begin[1], size[0], size[1]), resolution)
+  begin, size = crop_box(image_bytes, seed, min_area)
+  image = resize_uint8(decode_window(image_bytes, begin[0], begin[1], size[0], size[1], resolution), resolution)
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, seed=seed + tf.constant([0, 1], tf.int64))
   return image
@@ -339,7 +357,8 @@ def central_crop(image_bytes, resolution, crop_fraction):
   shape = image_shape(image_bytes)
   height, width = shape[0], shape[1]
   crop = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction, tf.int32)
-  return resize_uint8(decode_window(image_bytes, (height - crop) // 2, (width - crop) // 2, crop, crop), resolution)
+  window = decode_window(image_bytes, (height - crop) // 2, (width - crop) // 2, crop, crop, resolution)
+  return resize_uint8(window, resolution)
 
 
 def pipeline_options():
@@ -539,17 +558,8 @@ def uint8_store_data(config, eval_only):
   rows = process_slice(batch_size)
 
   def train_batches(step):
-    while True:
-      epoch, position = divmod(step, steps_per_epoch)
-      order = epoch_rng(seed, epoch).permutation(len(train_images))
-      for position in range(position, steps_per_epoch):
-        indices = order[position * batch_size:(position + 1) * batch_size][rows]
-        rng = epoch_rng(seed, epoch, position)
-        boxes = sample_boxes(rng, batch_size, size, size, data_config.min_area)[rows]
-        flips = (rng.random(batch_size) < 0.5)[rows] & data_config.flip
-        yield {"images": gather(train_images, indices), "labels": train_labels[indices], "boxes": boxes,
-               "flips": flips}
-        step += 1
+    return store_train_batches(train_images, train_labels, batch_size, seed, data_config.min_area, data_config.flip,
+                               step)
 
   def eval_batches():
     local_batch = rows.stop - rows.start
@@ -563,6 +573,24 @@ def uint8_store_data(config, eval_only):
 
   return Data(manifest["source"], manifest["num_classes"], len(train_images), len(eval_images), steps_per_epoch,
               train_batches, eval_batches)
+
+
+def store_train_batches(images, labels, batch_size, seed, min_area, flip, step):
+  """Training batches of a uint8 store from global step `step` on: rows in a per-epoch order, with the boxes and
+  flips that `on_device` applies."""
+  steps_per_epoch = len(images) // batch_size
+  size = images.shape[1]
+  rows = process_slice(batch_size)
+  while True:
+    epoch, position = divmod(step, steps_per_epoch)
+    order = epoch_rng(seed, epoch).permutation(len(images))
+    for position in range(position, steps_per_epoch):
+      indices = order[position * batch_size:(position + 1) * batch_size][rows]
+      rng = epoch_rng(seed, epoch, position)
+      boxes = sample_boxes(rng, batch_size, size, size, min_area)[rows]
+      flips = (rng.random(batch_size) < 0.5)[rows] & flip
+      yield {"images": gather(images, indices), "labels": labels[indices], "boxes": boxes, "flips": flips}
+      step += 1
 
 
 def gather(images, indices):
