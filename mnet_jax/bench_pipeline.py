@@ -8,7 +8,9 @@ with smooth colour fields, shapes with edges and 1/f texture), then times at eac
   jpeg           the training pipeline of data.jpeg_data: crop-window decode, uint8 batches
   prepared_jpeg  the same pipeline on the set re-encoded at shorter side S = 1.25x the resolution (mnet_jax.prepare)
   uint8_store    the host side of the uint8 store at S: row gather, boxes and flips, transfer to the device
-Modes are timed in turns (baseline, jpeg, ..., baseline, ...), median of --repeats, each on a fresh pipeline.
+Modes are timed in turns (baseline, jpeg, ..., baseline, ...), median of --repeats, each on a fresh pipeline;
+img/s is wall-clock, img/cpu-s counts the images per CPU-second this process used (the per-core cost, which
+other programs on a shared machine do not inflate).
 Beside each, the jitted train step's img/s on this backend (alpha --alpha, batch --step-batch) and the
 pipeline/step ratio; for uint8_store also the on-device crop (data.on_device) as a fraction of the step.
 """
@@ -148,15 +150,16 @@ def store_batches(store, config, sharding):
 
 
 def rate(make_batches, batch, num_batches):
-  """img/s of num_batches batches of a fresh pipeline, after two warm-up batches."""
+  """(img/s, img per CPU-second of this process) of num_batches batches of a fresh pipeline, after two warm-up
+  batches. The second counts the work alone, whatever else the machine runs meanwhile."""
   batches = make_batches()
   next(batches), next(batches)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   for _ in range(num_batches):
     next(batches)
-  seconds = time.perf_counter() - start
+  seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
   del batches
-  return batch * num_batches / seconds
+  return batch * num_batches / seconds, batch * num_batches / cpu_seconds
 
 
 def step_rate(alpha, resolution, batch, repeats):
@@ -195,7 +198,8 @@ def run(resolutions=RESOLUTIONS, images=256, repeats=3, batch=128, alpha=1.0, st
     print(json.dumps({"header": header}), flush=True)
   else:
     print(", ".join(f"{k}={v}" for k, v in header.items()))
-    print(f"{'mode':>13} {'res':>4} {'S':>4} | {'img/s':>8} {'per core':>8} {'x base':>7} | {'step img/s':>10} "
+    print(f"{'mode':>13} {'res':>4} {'S':>4} | {'img/s':>8} {'per core':>8} {'x base':>7} | {'img/cpu-s':>9} "
+          f"{'x base':>7} | {'step img/s':>10} "
           f"{'pipe/step':>9} {'crop/step':>9}", flush=True)
   for resolution in resolutions:
     config = config_for(resolution, batch)
@@ -217,13 +221,16 @@ def run(resolutions=RESOLUTIONS, images=256, repeats=3, batch=128, alpha=1.0, st
           rates[mode].append(rate(makers[mode], batch, counts[mode]))
       seconds_per_image_crop = crop_seconds(store, config, sharding, repeats)
     step = step_rate(alpha, resolution, step_batch, repeats)
-    base = float(np.median(rates["baseline"]))
+    base = float(np.median([r[0] for r in rates["baseline"]]))
+    base_cpu = float(np.median([r[1] for r in rates["baseline"]]))
     for mode in MODES:
-      img_s = float(np.median(rates[mode]))
+      img_s = float(np.median([r[0] for r in rates[mode]]))
+      img_cpu_s = float(np.median([r[1] for r in rates[mode]]))
       row = {"mode": mode, "resolution": resolution, "stored_size": None if mode in ("baseline", "jpeg") else size,
              "cores": cores, "img_s": round(img_s, 1), "img_s_per_core": round(img_s / cores, 1),
-             "baseline_img_s": round(base, 1), "ratio": round(img_s / base, 3), "step_img_s": round(step, 1),
-             "pipeline_over_step": round(img_s / step, 2)}
+             "baseline_img_s": round(base, 1), "ratio": round(img_s / base, 3),
+             "img_per_cpu_s": round(img_cpu_s, 1), "cpu_ratio": round(img_cpu_s / base_cpu, 3),
+             "step_img_s": round(step, 1), "pipeline_over_step": round(img_s / step, 2)}
       if mode == "uint8_store":
         row["device_crop_over_step"] = round(seconds_per_image_crop * step, 4)
       if as_json:
@@ -231,4 +238,4 @@ def run(resolutions=RESOLUTIONS, images=256, repeats=3, batch=128, alpha=1.0, st
       else:
         crop = f"{row['device_crop_over_step']:9.3f}" if mode == "uint8_store" else f"{'':>9}"
         print(f"{mode:>13} {resolution:4d} {row['stored_size'] or '':>4} | {img_s:8.0f} {img_s / cores:8.0f} "
-              f"{row['ratio']:7.2f} | {step:10.1f} {row['pipeline_over_step']:9.1f} {crop}", flush=True)
+              f"{row['ratio']:7.2f} | {img_cpu_s:9.0f} {row['cpu_ratio']:7.2f} | {step:10.1f} {row['pipeline_over_step']:9.1f} {crop}", flush=True)
