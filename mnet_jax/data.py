@@ -315,9 +315,9 @@ def crop_box(image_bytes, seed, min_area):
 
 def decode_window(image_bytes, offset_y, offset_x, height, width, resolution):
   """The window's pixels (uint8, 3 channels), to be resized to `resolution`. A JPEG decodes only the window, at
-  1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, a low-pass filter) when the window's shorter side is at least that
-  many times the resolution: the antialiased resize after it, most of the per-image time, then works on fewer
-  pixels (docs/input-pipeline.md)."""
+  1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, a low-pass filter) where the scaled window's shorter side stays
+  >= 2x the resolution: the antialiased resize after it, most of the per-image time, then works on fewer pixels
+  and still filters (docs/input-pipeline.md)."""
   import tensorflow as tf
 
   def scaled(ratio):
@@ -326,7 +326,7 @@ def decode_window(image_bytes, offset_y, offset_x, height, width, resolution):
 
   def jpeg():
     shorter = tf.minimum(height, width)
-    index = sum(tf.cast(shorter >= ratio * resolution, tf.int32) for ratio in (2, 4, 8))
+    index = sum(tf.cast(shorter >= 2 * ratio * resolution, tf.int32) for ratio in (2, 4, 8))
     return tf.switch_case(index, [scaled(ratio) for ratio in (1, 2, 4, 8)])
 
   return tf.cond(tf.io.is_jpeg(image_bytes), jpeg,
