@@ -76,7 +76,8 @@ def tf_example(jpeg, label):
   import tensorflow as tf
   return tf.train.Example(features=tf.train.Features(feature={
       "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
-      "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))})).SerializeToString()
+      "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))})).SerializeToString(
+          deterministic=True)  # map order fixed: the same bytes in every run
 
 
 def open_store(path, count, size, fresh):
