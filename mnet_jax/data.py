@@ -416,7 +416,8 @@ def prepared_records(config):
 
   def read(split, num_examples, shuffle_seed=None):
     files = [os.path.join(directory, name) for name in manifest["splits"][split]["prepared_jpeg"]["files"]]
-    if shuffle_seed is not None:
+    # The files' order is shuffled only when the whole split is read: a first-N subset stays the same N.
+    if shuffle_seed is not None and num_examples == manifest["splits"][split]["count"]:
       files = [files[i] for i in np.random.default_rng(shuffle_seed).permutation(len(files))]
     ds = tf.data.Dataset.from_tensor_slices(files).interleave(
         tf.data.TFRecordDataset, cycle_length=min(16, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
