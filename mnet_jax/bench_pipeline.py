@@ -238,4 +238,5 @@ def run(resolutions=RESOLUTIONS, images=256, repeats=3, batch=128, alpha=1.0, st
       else:
         crop = f"{row['device_crop_over_step']:9.3f}" if mode == "uint8_store" else f"{'':>9}"
         print(f"{mode:>13} {resolution:4d} {row['stored_size'] or '':>4} | {img_s:8.0f} {img_s / cores:8.0f} "
-              f"{row['ratio']:7.2f} | {img_cpu_s:9.0f} {row['cpu_ratio']:7.2f} | {step:10.1f} {row['pipeline_over_step']:9.1f} {crop}", flush=True)
+              f"{row['ratio']:7.2f} | {img_cpu_s:9.0f} {row['cpu_ratio']:7.2f} | {step:10.1f} "
+              f"{row['pipeline_over_step']:9.1f} {crop}", flush=True)

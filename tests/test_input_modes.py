@@ -1,6 +1,8 @@
 """The input modes give the same augmentation: the JPEG path's boxes and flips are the full-decode crop's, the uint8
 store's boxes follow the same rule, evaluation batches agree across modes; bad settings are one line."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -128,7 +130,7 @@ def test_missing_and_unfinished_prepared_dirs(tmp_path):
 def test_mismatched_prepared_dirs(tmp_path):
   manifest = {"source": "imagenet2012", "formats": ["prepared_jpeg"], "size": 40, "num_classes": 1000,
               "splits": {"train": {}, "validation": {}}}
-  (tmp_path / "manifest.json").write_text(__import__("json").dumps(manifest))
+  (tmp_path / "manifest.json").write_text(json.dumps(manifest))
   with pytest.raises(ConfigError, match=r"holds prepared_jpeg, not data.input_mode='uint8_store'; prepare it with"):
     data.build(mode_config("uint8_store", str(tmp_path)))
   config = mode_config("prepared_jpeg", str(tmp_path))
