@@ -140,3 +140,30 @@ def test_mismatched_prepared_dirs(tmp_path):
   config.data.name = "imagenette"
   with pytest.raises(ConfigError, match=r"holds a copy of 'imagenet2012', not of data.name='imagenette'$"):
     data.build(config)
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_prints_a_json_line_per_mode():
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, "-m", "mnet_jax.bench", "--pipeline", "--resolutions", "32", "--images",
+                           "8", "--repeats", "1", "--json"], capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  header, *rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+  assert header["header"]["cores"] >= 1 and [r["mode"] for r in rows] == ["baseline", "jpeg", "prepared_jpeg",
+                                                                           "uint8_store"]
+  for row in rows:
+    assert {"resolution", "cores", "img_s", "img_s_per_core", "baseline_img_s", "ratio", "step_img_s"} <= set(row)
+    assert row["resolution"] == 32 and row["img_s"] > 0 and row["step_img_s"] > 0
+    assert row["ratio"] == pytest.approx(row["img_s"] / row["baseline_img_s"], rel=1e-2)
+  assert 0 < rows[-1]["device_crop_over_step"]
+
+
+def test_pipeline_benchmark_bad_resolutions_is_one_line():
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, "-m", "mnet_jax.bench", "--pipeline", "--resolutions", "224,x"],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines() == [
+      "error: --resolutions '224,x' is not allowed: expected integers, e.g. 224,128"]
