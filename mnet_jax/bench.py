@@ -3,6 +3,7 @@ r"""Throughput of this project's MobileNet V1 against the same architecture in P
   python -m mnet_jax.bench                          # the CPU acceptance set (fp32)
   python -m mnet_jax.bench --setting 0.5,32,128,float32 --json
   python -m mnet_jax.bench --device gpu             # alpha 1, 224 px, bf16, batch 256; PyTorch with torch.compile
+  python -m mnet_jax.bench --pipeline [--json]      # the input modes alone (mnet_jax/bench_pipeline.py)
 
 For each setting (alpha, resolution, batch, dtype) it times the jitted training step (forward, backward,
 SGD-momentum update, BatchNorm statistics) and the inference forward pass of both models on random
@@ -271,6 +272,8 @@ def main(argv=None):
   if args.repeats < 1:
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
   if args.input_modes:
+    if args.images < 1:
+      raise ConfigError(f"--images={args.images} is not allowed: it must be >= 1")
     from mnet_jax import bench_pipeline
     bench_pipeline.run(bench_pipeline.parse_resolutions(args.resolutions), args.images, args.repeats,
                        as_json=args.json)

@@ -3,7 +3,9 @@
 The order of training examples is a pure function of (seed, epoch, position in the epoch), so the step
 number saved in a checkpoint is all a resumed run needs to see exactly the batches it would have seen.
 Each process reads its own slice of every global batch; evaluation covers the whole split exactly
-(the last batch is padded and the padding masked).
+(the last batch is padded and the padding masked). Image datasets read in one of three input modes (jpeg,
+prepared_jpeg, uint8_store; docs/input-pipeline.md) and cross to the devices as uint8, where `on_device`
+finishes them inside the jitted step.
 """
 
 import dataclasses
