@@ -71,6 +71,10 @@ def base_config(alpha, resolution, recipe):
   config.data.min_area = 0.08  # inception crop: smallest fraction of the image area a crop may cover
   config.data.eval_crop_fraction = 0.875
   config.data.shuffle_buffer = 10_000
+  # 'jpeg' (the dataset's own records), 'prepared_jpeg' or 'uint8_store' (a copy in data.prepared_dir written by
+  # `python -m mnet_jax.prepare`); docs/input-pipeline.md.
+  config.data.input_mode = "jpeg"
+  config.data.prepared_dir = config_dict.placeholder(str)
 
   config.optim = optim.recipe_config(recipe)
   config.batch_size = 256

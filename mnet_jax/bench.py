@@ -6,6 +6,7 @@ r"""Throughput of this project's MobileNet V1 against the same architecture in P
   python -m mnet_jax.bench --device gpu --peer timm  # the peer is timm's mobilenetv1_100 (alpha 1 only)
   python -m mnet_jax.bench --peer none ...           # this project's model alone (benchmarks/gpu_check.sh)
   python -m mnet_jax.bench --kernel-sizes 3,5,7,9   # MixConv depthwise layers (one size: k x k), in both models
+  python -m mnet_jax.bench --pipeline [--json]      # the input modes alone (mnet_jax/bench_pipeline.py)
 
 For each setting (alpha, resolution, batch, dtype) it times the jitted training step (forward, backward,
 SGD-momentum update, BatchNorm statistics) and the inference forward pass of both models on random
@@ -309,9 +310,21 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--no-pipeline", dest="pipeline", action="store_false", help="skip the input pipelines")
   parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+  parser.add_argument("--pipeline", dest="input_modes", action="store_true",
+                      help="time the input modes instead (mnet_jax/bench_pipeline.py); with --resolutions, --images")
+  parser.add_argument("--resolutions", type=str, default="224,192,160,128", help="with --pipeline")
+  parser.add_argument("--images", type=int, default=256, help="synthetic JPEGs made for --pipeline")
   args = parser.parse_args(argv)
   if args.repeats < 1:
     raise ConfigError(f"--repeats={args.repeats} is not allowed: it must be >= 1")
+  if args.input_modes:
+    if args.images < 1:
+      raise ConfigError(f"--images={args.images} is not allowed: it must be >= 1")
+    from mnet_jax import bench_pipeline
+    process.setup_process()
+    bench_pipeline.run(bench_pipeline.parse_resolutions(args.resolutions), args.images, args.repeats,
+                       as_json=args.json)
+    return
   settings = [parse_setting(s) for s in args.setting] if args.setting else (
       GPU_SETTINGS if args.device == "gpu" else CPU_SETTINGS)
   kernel_sizes = parse_kernel_sizes(args.kernel_sizes)

@@ -3,7 +3,9 @@
 The order of training examples is a pure function of (seed, epoch, position in the epoch), so the step
 number saved in a checkpoint is all a resumed run needs to see exactly the batches it would have seen.
 Each process reads its own slice of every global batch; evaluation covers the whole split exactly
-(the last batch is padded and the padding masked).
+(the last batch is padded and the padding masked). Image datasets read in one of three input modes (jpeg,
+prepared_jpeg, uint8_store; docs/input-pipeline.md) and cross to the devices as uint8, where `on_device`
+finishes them inside the jitted step.
 """
 
 import dataclasses
@@ -69,12 +71,36 @@ def check_batch_size(batch_size):
         f"use a multiple of {devices}")
 
 
+INPUT_MODES = ("jpeg", "prepared_jpeg", "uint8_store")
+
+
+def input_mode(data_config):
+  """config.data.input_mode, checked against config.data.prepared_dir: 'jpeg' reads the dataset's own records
+  (tfds, or Fashion-MNIST's IDX files); the other two read a copy written by `python -m mnet_jax.prepare`."""
+  mode = data_config.get("input_mode", "jpeg")
+  prepared_dir = data_config.get("prepared_dir")
+  if mode not in INPUT_MODES:
+    raise ConfigError(f"data.input_mode={mode!r} is unknown; allowed: {', '.join(INPUT_MODES)}")
+  if mode == "jpeg" and prepared_dir is not None:
+    raise ConfigError(f"data.prepared_dir={prepared_dir!r} is set but data.input_mode='jpeg' does not read it; "
+                      "use data.input_mode='prepared_jpeg' or 'uint8_store', or unset data.prepared_dir")
+  if mode != "jpeg" and prepared_dir is None:
+    raise ConfigError(f"data.input_mode={mode!r} needs data.prepared_dir (a directory written by "
+                      "`python -m mnet_jax.prepare`)")
+  return mode
+
+
 def build(config, eval_only=False):
   """The Data for config.data at config.resolution with global batch size config.batch_size."""
   from mnet_jax.models.mobilenet_v1 import check_resolution
   check_resolution(config.resolution)
   check_batch_size(config.batch_size)
   hide_gpus_from_tensorflow()
+  mode = input_mode(config.data)
+  if mode == "uint8_store":
+    return uint8_store_data(config, eval_only)
+  if mode == "prepared_jpeg":
+    return jpeg_data(config, eval_only, prepared_records(config))
   if config.data.name == "fashion_mnist":
     arrays = load_fashion_mnist(config.data)
     if arrays is not None:
@@ -255,8 +281,9 @@ def decode_image(image_bytes):
 
 
 def inception_crop(image_bytes, seed, resolution, min_area, flip):
-  """Inception-style training crop: a random box of area in [min_area, 1] and aspect in [3/4, 4/3], resized,
-  randomly flipped, scaled to [-1, 1]. `seed` makes it a pure function of the example's position."""
+  """Inception-style training crop from the whole decoded image: a random box of area in [min_area, 1] and aspect
+  in [3/4, 4/3], resized, randomly flipped, scaled to [-1, 1] in float32. `seed` makes it a pure function of the
+  example's position. The reference that `jpeg_crop` must match (same boxes, same flips); the benchmark's baseline."""
   import tensorflow as tf
   image = decode_image(image_bytes)
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -270,27 +297,166 @@ def inception_crop(image_bytes, seed, resolution, min_area, flip):
   return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
 
 
-def central_crop(image_bytes, resolution, crop_fraction):
-  """Evaluation: the central crop_fraction of the shorter side, resized, scaled to [-1, 1]."""
+def image_shape(image_bytes):
+  """(height, width, 3) read from the header of a JPEG, else from the decoded image (PNG, GIF, BMP)."""
   import tensorflow as tf
-  image = decode_image(image_bytes)
-  shape = tf.shape(image)
+  return tf.cond(tf.io.is_jpeg(image_bytes),
+                 lambda: tf.concat([tf.image.extract_jpeg_shape(image_bytes)[:2], [3]], 0),
+                 lambda: tf.shape(decode_image(image_bytes)))
+
+
+def crop_box(image_bytes, seed, min_area):
+  """inception_crop's box (begin, size) for the same seed, from the image's header alone."""
+  import tensorflow as tf
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      image_shape(image_bytes), tf.zeros([0, 0, 4], tf.float32), seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(min_area, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return begin, size
+
+
+def decode_window(image_bytes, offset_y, offset_x, height, width, resolution):
+  """The window's pixels (uint8, 3 channels), to be resized to `resolution`. A JPEG decodes only the window, at
+  1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, a low-pass filter) where the scaled window's shorter side stays
+  >= 2x the resolution: the resize after it (resize_uint8) then works on fewer pixels and still filters. (Scaling
+  further, to >= 1x, moves the window by up to a scaled pixel, since the scaled window's corner is rounded:
+  1.2-3.1/255 mean difference from the full-decode crop instead of 0.7-1.4; docs/input-pipeline.md.)"""
+  import tensorflow as tf
+
+  def scaled(ratio):
+    window = tf.stack([offset_y // ratio, offset_x // ratio, height // ratio, width // ratio])
+    return lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3, ratio=ratio)
+
+  def jpeg():
+    shorter = tf.minimum(height, width)
+    index = sum(tf.cast(shorter >= 2 * ratio * resolution, tf.int32) for ratio in (2, 4, 8))
+    return tf.switch_case(index, [scaled(ratio) for ratio in (1, 2, 4, 8)])
+
+  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg,
+                 lambda: tf.image.crop_to_bounding_box(decode_image(image_bytes), offset_y, offset_x, height, width))
+
+
+def resize_uint8(image, resolution):
+  """Antialiased resize to resolution x resolution, rounded back to uint8: bilinear where both sides grow (there
+  the antialiased bilinear filter is plain bilinear), the area (box) filter where both shrink, TensorFlow's
+  antialiased bilinear (ScaleAndTranslate, 2-3x the cost of the other two) where one grows and one shrinks."""
+  import tensorflow as tf
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  size = (resolution, resolution)
+  resized = tf.case([
+      (tf.logical_and(height <= resolution, width <= resolution),
+       lambda: tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")),
+      (tf.logical_and(height >= resolution, width >= resolution),
+       lambda: tf.image.resize(image, size, method="area")),
+  ], default=lambda: tf.image.resize(tf.cast(image, tf.float32), size, antialias=True))
+  return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def jpeg_crop(image_bytes, seed, resolution, min_area, flip):
+  """inception_crop's box and flip for the same seed, decoding only the crop window (see decode_window); uint8 out
+  (scaled to [-1, 1] on the device by `on_device`)."""
+  import tensorflow as tf
+  begin, size = crop_box(image_bytes, seed, min_area)
+  image = resize_uint8(decode_window(image_bytes, begin[0], begin[1], size[0], size[1], resolution), resolution)
+  if flip:
+    image = tf.image.stateless_random_flip_left_right(image, seed=seed + tf.constant([0, 1], tf.int64))
+  return image
+
+
+def central_crop(image_bytes, resolution, crop_fraction):
+  """Evaluation: the central crop_fraction of the shorter side (only that window decoded), resized, uint8."""
+  import tensorflow as tf
+  shape = image_shape(image_bytes)
   height, width = shape[0], shape[1]
   crop = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction, tf.int32)
-  image = tf.image.crop_to_bounding_box(image, (height - crop) // 2, (width - crop) // 2, crop, crop)
-  image = tf.image.resize(tf.cast(image, tf.float32), (resolution, resolution), antialias=True)
-  return tf.clip_by_value(image / 127.5 - 1.0, -1.0, 1.0)
+  window = decode_window(image_bytes, (height - crop) // 2, (width - crop) // 2, crop, crop, resolution)
+  return resize_uint8(window, resolution)
 
 
-def tfds_data(config, eval_only):
+def pipeline_options():
+  """tf.data options for throughput with a deterministic order: a private thread pool of one thread per core,
+  each op single-threaded inside (parallelism comes from the parallel map), autotuned buffers."""
+  import tensorflow as tf
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = os.cpu_count()
+  options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = True
+  return options
+
+
+@dataclasses.dataclass
+class Records:
+  """Where a JPEG pipeline reads: read(split, num_examples, shuffle_seed) -> this process's dataset of
+  (image bytes, int32 label), files shuffled when shuffle_seed is set."""
+  name: str
+  num_classes: int
+  num_train: int
+  num_eval: int
+  read: Callable
+
+
+def tfds_records(config):
   import tensorflow as tf
   import tensorflow_datasets as tfds
   data_config = config.data
   builder = tfds_builder(data_config)
   image_key, label_key = builder.info.supervised_keys
-  num_classes = builder.info.features[label_key].num_classes
-  num_train = split_size(builder, data_config.train_split)
-  num_eval = split_size(builder, data_config.eval_split)
+  decoders = {image_key: tfds.decode.SkipDecoding()}
+
+  def read(split, num_examples, shuffle_seed=None):
+    training = shuffle_seed is not None
+    process_split = tfds.even_splits(f"{split}[:{num_examples}]", jax.process_count(), drop_remainder=training)
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=pipeline_options())
+    ds = builder.as_dataset(split=process_split[jax.process_index()], shuffle_files=training, decoders=decoders,
+                            read_config=read_config)
+    # The slice above already limits the examples; take() makes sure of it where slicing is not honoured.
+    share = num_examples // jax.process_count() if training else -(-num_examples // jax.process_count())
+    return ds.take(share).map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+
+  return Records(data_config.name, builder.info.features[label_key].num_classes,
+                 split_size(builder, data_config.train_split), split_size(builder, data_config.eval_split), read)
+
+
+def prepared_records(config):
+  """The re-encoded JPEG shards of data.prepared_dir, read like tfds records."""
+  import tensorflow as tf
+  from mnet_jax import prepare
+  manifest = prepare.check_prepared(config, "prepared_jpeg")
+  directory = config.data.prepared_dir
+  features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+  def read(split, num_examples, shuffle_seed=None):
+    files = [os.path.join(directory, name) for name in manifest["splits"][split]["prepared_jpeg"]["files"]]
+    # The files' order is shuffled only when the whole split is read: a first-N subset stays the same N.
+    if shuffle_seed is not None and num_examples == manifest["splits"][split]["count"]:
+      files = [files[i] for i in np.random.default_rng(shuffle_seed).permutation(len(files))]
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(16, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    # Process p takes records p, p + P, ...; training drops the remainder so every process has the same count.
+    share = num_examples // jax.process_count() if shuffle_seed is not None else None
+    ds = ds.take(num_examples).shard(jax.process_count(), jax.process_index())
+    if share is not None:
+      ds = ds.take(share)
+    parse = lambda record: tf.io.parse_single_example(record, features)  # noqa: E731
+    return ds.map(parse).map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32))).with_options(
+        pipeline_options())
+
+  return Records(manifest["source"], manifest["num_classes"], manifest["splits"][config.data.train_split]["count"],
+                 manifest["splits"][config.data.eval_split]["count"], read)
+
+
+def tfds_data(config, eval_only):
+  return jpeg_data(config, eval_only, tfds_records(config))
+
+
+def jpeg_data(config, eval_only, records):
+  """Data over JPEG records: training crops decode only their window; batches cross to the devices as uint8."""
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  data_config = config.data
+  num_train, num_eval = records.num_train, records.num_eval
   if data_config.max_train_examples is not None:
     num_train = min(num_train, data_config.max_train_examples)
   if data_config.max_eval_examples is not None:
@@ -300,31 +466,18 @@ def tfds_data(config, eval_only):
   steps_per_epoch = num_train // batch_size
   if steps_per_epoch < 1 and not eval_only:
     raise ConfigError(f"batch_size={batch_size} is larger than the training set ({num_train} examples)")
-  options = tf.data.Options()
-  options.deterministic = True
-  decoders = {image_key: tfds.decode.SkipDecoding()}
-
-  def read(split, num_examples, shuffle_seed=None):
-    """This process's share of the first num_examples of split (files shuffled when shuffle_seed is set)."""
-    training = shuffle_seed is not None
-    process_split = tfds.even_splits(f"{split}[:{num_examples}]", jax.process_count(), drop_remainder=training)
-    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options)
-    ds = builder.as_dataset(split=process_split[jax.process_index()], shuffle_files=training, decoders=decoders,
-                            read_config=read_config)
-    # The slice above already limits the examples; take() makes sure of it where slicing is not honoured.
-    share = num_examples // jax.process_count() if training else -(-num_examples // jax.process_count())
-    return ds.take(share).map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+  options = pipeline_options()
 
   def epoch_dataset(epoch, position):
     epoch_seed = int(epoch_rng(seed, epoch).integers(2**31))
-    ds = read(data_config.train_split, num_train, shuffle_seed=epoch_seed)
+    ds = records.read(data_config.train_split, num_train, shuffle_seed=epoch_seed)
     ds = ds.shuffle(data_config.shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
     ds = ds.take(steps_per_epoch * local_batch).enumerate().skip(position * local_batch)
 
     def preprocess(index, example):
       image_bytes, label = example
       example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index * jax.process_count() + jax.process_index()])
-      image = inception_crop(image_bytes, example_seed, resolution, data_config.min_area, data_config.flip)
+      image = jpeg_crop(image_bytes, example_seed, resolution, data_config.min_area, data_config.flip)
       return {"images": image, "labels": label}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -337,20 +490,155 @@ def tfds_data(config, eval_only):
       epoch, position = epoch + 1, 0
 
   def eval_batches():
-    ds = read(data_config.eval_split, num_eval)
+    ds = records.read(data_config.eval_split, num_eval)
     ds = ds.map(lambda image_bytes, label: {
         "images": central_crop(image_bytes, resolution, data_config.eval_crop_fraction), "labels": label},
                 num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(options)
-    # even_splits gives processes shard sizes that differ by at most one: every process yields as many
-    # batches as the largest shard needs, padding with fully masked batches.
+    # Processes' shares differ by at most one example: every process yields as many batches as the largest
+    # share needs, padding with fully masked batches.
     num_batches = eval_batch_count(num_eval, batch_size)
     count = 0
     for batch in tfds.as_numpy(ds):
       count += 1
       yield pad_batch(batch, local_batch)
-    empty = {"images": np.zeros((0, resolution, resolution, 3), np.float32), "labels": np.zeros((0,), np.int32)}
+    empty = {"images": np.zeros((0, resolution, resolution, 3), np.uint8), "labels": np.zeros((0,), np.int32)}
     for _ in range(count, num_batches):
       yield pad_batch(empty, local_batch)
 
-  return Data(data_config.name, num_classes, num_train, num_eval, steps_per_epoch, train_batches, eval_batches)
+  return Data(records.name, records.num_classes, num_train, num_eval, steps_per_epoch, train_batches, eval_batches)
+
+
+# The uint8 array store: the host gathers rows, the device crops -------------------------------
+
+
+def sample_boxes(rng, count, height, width, min_area):
+  """(count, 4) float32 boxes (y, x, h, w) by tf.image.sample_distorted_bounding_box's rule (aspect in [3/4, 4/3]
+  drawn per attempt, height uniform over the heights whose area is in [min_area, 1], up to 10 attempts, else the
+  whole image), vectorised over the batch."""
+  boxes = np.tile(np.array([0, 0, height, width], np.float32), (count, 1))
+  todo = np.ones(count, bool)
+  for _ in range(10):
+    aspect = rng.uniform(3 / 4, 4 / 3, count)
+    min_h = np.rint(np.sqrt(min_area * height * width / aspect))
+    max_h = np.rint(np.sqrt(height * width / aspect))
+    too_wide = np.rint(max_h * aspect) > width
+    max_h = np.where(too_wide, np.floor((width + 0.5 - 1e-7) / aspect), max_h)
+    max_h = np.where(too_wide & (np.rint(max_h * aspect) > width), max_h - 1, max_h)
+    max_h = np.minimum(max_h, height)
+    min_h = np.minimum(min_h, max_h)
+    h = min_h + np.floor(rng.random(count) * (max_h - min_h + 1))
+    w = np.rint(h * aspect)
+    area = h * w
+    low = area < min_area * height * width
+    h = np.where(low, h + 1, h)
+    w = np.where(low, np.rint(h * aspect), w)
+    high = h * w > height * width
+    h = np.where(high, h - 1, h)
+    w = np.where(high, np.rint(h * aspect), w)
+    ok = todo & (h * w >= min_area * height * width) & (h * w <= height * width) & (w <= width) & (h <= height) & (
+        w > 0) & (h > 0)
+    y = np.floor(rng.random(count) * np.maximum(height - h, 1)) * (h < height)
+    x = np.floor(rng.random(count) * np.maximum(width - w, 1)) * (w < width)
+    boxes[ok] = np.stack([y, x, h, w], 1)[ok]
+    todo &= ~ok
+  return boxes
+
+
+def central_boxes(count, size, crop_fraction):
+  crop = int(size * crop_fraction)
+  return np.tile(np.array([(size - crop) // 2, (size - crop) // 2, crop, crop], np.float32), (count, 1))
+
+
+def uint8_store_data(config, eval_only):
+  """Data over the fixed-size uint8 store of data.prepared_dir, read by memory map: the host gathers rows and
+  draws the boxes and flips (numpy, a pure function of seed, epoch and position); `on_device` crops."""
+  from mnet_jax import prepare
+  manifest = prepare.check_prepared(config, "uint8_store")
+  data_config, directory = config.data, config.data.prepared_dir
+  arrays = {}
+  for split in (data_config.train_split, data_config.eval_split):
+    names = manifest["splits"][split]["uint8_store"]
+    arrays[split] = (np.load(os.path.join(directory, names["images"]), mmap_mode="r"),
+                     np.load(os.path.join(directory, names["labels"])))
+  train_images, train_labels = limit(arrays[data_config.train_split], data_config.max_train_examples)
+  eval_images, eval_labels = limit(arrays[data_config.eval_split], data_config.max_eval_examples)
+  size = manifest["size"]
+  batch_size, seed = config.batch_size, config.seed
+  steps_per_epoch = len(train_images) // batch_size
+  if steps_per_epoch < 1 and not eval_only:
+    raise ConfigError(f"batch_size={batch_size} is larger than the training set ({len(train_images)} examples)")
+  rows = process_slice(batch_size)
+
+  def train_batches(step):
+    return store_train_batches(train_images, train_labels, batch_size, seed, data_config.min_area, data_config.flip,
+                               step)
+
+  def eval_batches():
+    local_batch = rows.stop - rows.start
+    mine = np.arange(jax.process_index(), len(eval_images), jax.process_count())
+    for b in range(eval_batch_count(len(eval_images), batch_size)):
+      indices = mine[b * local_batch:(b + 1) * local_batch]
+      batch = pad_batch({"images": gather(eval_images, indices), "labels": eval_labels[indices]}, local_batch)
+      batch.update(boxes=central_boxes(local_batch, size, data_config.eval_crop_fraction),
+                   flips=np.zeros(local_batch, bool))
+      yield batch
+
+  return Data(manifest["source"], manifest["num_classes"], len(train_images), len(eval_images), steps_per_epoch,
+              train_batches, eval_batches)
+
+
+def store_train_batches(images, labels, batch_size, seed, min_area, flip, step):
+  """Training batches of a uint8 store from global step `step` on: rows in a per-epoch order, with the boxes and
+  flips that `on_device` applies."""
+  steps_per_epoch = len(images) // batch_size
+  size = images.shape[1]
+  rows = process_slice(batch_size)
+  while True:
+    epoch, position = divmod(step, steps_per_epoch)
+    order = epoch_rng(seed, epoch).permutation(len(images))
+    for position in range(position, steps_per_epoch):
+      indices = order[position * batch_size:(position + 1) * batch_size][rows]
+      rng = epoch_rng(seed, epoch, position)
+      boxes = sample_boxes(rng, batch_size, size, size, min_area)[rows]
+      flips = (rng.random(batch_size) < 0.5)[rows] & flip
+      yield {"images": gather(images, indices), "labels": labels[indices], "boxes": boxes, "flips": flips}
+      step += 1
+
+
+def gather(images, indices):
+  """Rows of a memory-mapped array, read in file order."""
+  order = np.argsort(indices)
+  out = np.empty((len(indices), *images.shape[1:]), images.dtype)
+  out[order] = images[indices[order]]
+  return out
+
+
+# On the device, inside the jitted step -----------------------------------------------------------
+
+
+def crop_and_resize(images, boxes, flips, resolution):
+  """Per-example antialiased crop of boxes (y, x, h, w) resized to resolution x resolution, then flipped where
+  flips is set: float32 pixel values."""
+  import jax.numpy as jnp
+
+  def one(image, box, flip):
+    scale = resolution / box[2:]
+    out = jax.image.scale_and_translate(image.astype(jnp.float32), (resolution, resolution, image.shape[-1]),
+                                        (0, 1), scale, -box[:2] * scale, method="linear", antialias=True)
+    return jnp.where(flip, out[:, ::-1], out)
+
+  return jax.vmap(one)(images, boxes, flips)
+
+
+def on_device(batch, resolution):
+  """The batch the model reads: crops of uint8-store batches, then uint8 pixels scaled to [-1, 1] in float32
+  (float32 batches pass unchanged). Runs at the start of the jitted train and eval steps."""
+  import jax.numpy as jnp
+  images = batch["images"]
+  if "boxes" in batch:
+    images = crop_and_resize(images, batch["boxes"], batch["flips"], resolution)
+  elif images.dtype != jnp.uint8:
+    return batch
+  images = jnp.clip(images.astype(jnp.float32) / 127.5 - 1.0, -1.0, 1.0)
+  return {**{k: v for k, v in batch.items() if k not in ("boxes", "flips")}, "images": images}

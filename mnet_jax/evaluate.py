@@ -33,7 +33,8 @@ def evaluate_workdir(workdir):
   if restored is None:
     raise ConfigError(f"no readable checkpoint in {checkpoint.directory(workdir)!r}")
   step, variables = restored
-  eval_step = jax.jit(lambda v, b: train.eval_step(v, b, model=model, num_classes=data.num_classes))
+  eval_step = jax.jit(lambda v, b: train.eval_step(v, data_lib.on_device(b, config.resolution), model=model,
+                                                  num_classes=data.num_classes))
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   evaluation = {"split": config.data.eval_split, **train.evaluate(eval_step, variables, data, batch_sharding)}
   if config.get("optim", {}).get("ema_decay"):

@@ -55,6 +55,7 @@ def check_config(config):
   image = jax.ShapeDtypeStruct((1, config.resolution, config.resolution, 3), jnp.float32)
   jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), image)
   data_lib.check_batch_size(config.batch_size)
+  data_lib.input_mode(config.data)
   optim.build(config.optim, config.batch_size, steps_per_epoch=1, total_steps=total_steps(config, 1))
   for name in ("log_every_steps", "checkpoint_every_steps"):
     check_positive_int(name, config[name])
@@ -291,10 +292,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_lib.Writer(workdir, metrics_lib.start_wandb(config.wandb, config.to_dict(), workdir,
                                                                meta["wandb_run_id"]))
   step_fn = jax.jit(
-      lambda s, b: train_step(s, b, model=model, tx=tx, learning_rate=learning_rate, num_classes=data.num_classes,
+      lambda s, b: train_step(s, data_lib.on_device(b, config.resolution), model=model, tx=tx,
+                              learning_rate=learning_rate, num_classes=data.num_classes,
                               label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay),
       donate_argnums=0)
-  jitted_eval_step = jax.jit(lambda v, b: eval_step(v, b, model=model, num_classes=data.num_classes))
+  jitted_eval_step = jax.jit(
+      lambda v, b: eval_step(v, data_lib.on_device(b, config.resolution), model=model, num_classes=data.num_classes))
   eval_every = config.get("eval_every_steps")
   checkpoint_every = config.checkpoint_every_steps
   log_every = config.log_every_steps

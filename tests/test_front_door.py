@@ -43,6 +43,13 @@ BAD_INPUTS = [
      "config field 'model.nope' does not exist"),
     ("sweeps.report", ["--workdir", W], "does not exist"),
     ("sweeps.report", [], "the following arguments are required: --workdir"),
+    ("mnet_jax.prepare", ["--config", "experiments/imagenet.py:resolutoin=128", "--out", W],
+     "config argument 'resolutoin' is unknown"),
+    ("mnet_jax.prepare", ["--config", "experiments/imagenet.py", "--out", W, "--size", "100"],
+     "--size 100 is smaller than resolution=224"),
+    ("mnet_jax.prepare", ["--out", W], "the following arguments are required: --config"),
+    ("mnet_jax.main", ["--config", "experiments/imagenet.py", "--config.data.input_mode=nope", "--workdir", W],
+     "input_mode='nope' is unknown"),
 ]
 
 
