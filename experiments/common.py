@@ -83,7 +83,7 @@ def base_config(alpha, resolution, recipe):
 
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
-  config.eval_every_steps = config_dict.placeholder(int)  # None: evaluate at the end only
+  config.eval_every_steps = config_dict.placeholder(int)  # None or 0: evaluate at the end only
   # A workdir (e.g. converted Keras weights) whose latest variables start this run; the optimizer starts fresh.
   config.init_from = config_dict.placeholder(str)
 

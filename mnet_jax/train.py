@@ -59,7 +59,7 @@ def check_config(config):
   optim.build(config.optim, config.batch_size, steps_per_epoch=1, total_steps=total_steps(config, 1))
   for name in ("log_every_steps", "checkpoint_every_steps"):
     check_positive_int(name, config[name])
-  if config.get("eval_every_steps") is not None:
+  if config.get("eval_every_steps"):  # None or 0: evaluate at the end only
     check_positive_int("eval_every_steps", config.eval_every_steps)
   metrics_lib.check_wandb_mode(config.wandb.mode)
 

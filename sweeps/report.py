@@ -30,7 +30,7 @@ COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "tes
 GROUP_COLUMNS = ("cell", "alpha", "resolution", "variant", "n", "seeds", "mult_adds", "params", "test_top1",
                  "test_top1_std", "test_top5", "test_top5_std", "train_seconds", "images_per_second", "latency_ms",
                  "latency_ms_std", "status", "error")  # results.csv: one row per group of seeds
-AVERAGED = ("mult_adds", "params", "test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms")
+AVERAGED = ("test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms")
 WITH_STD = ("test_top1", "test_top5", "latency_ms")
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # the paper's rho = 1, 6/7, 5/7, 4/7
 PLOTS = ("acc_vs_mult_adds.png", "acc_vs_mult_adds.svg", "acc_vs_params.png", "acc_vs_params.svg",
@@ -135,7 +135,7 @@ def groups_of(rows):
     done = finished(cells)
     first = (done or cells)[0]
     group = {"cell": name, "alpha": first["alpha"], "resolution": first["resolution"], "variant": first["variant"],
-             "n": len(done), "seeds": " ".join(str(seed_of(r["cell"])) for r in done),
+             "mult_adds": first["mult_adds"], "params": first["params"], "n": len(done), "seeds": " ".join(str(seed_of(r["cell"])) for r in done),
              "series": series_of(name, first["variant"])}
     for column in AVERAGED:
       values = [r[column] for r in done if r[column] is not None]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from mnet_jax import metrics, paper
-from sweeps import grid
+from sweeps import grid, report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETERMINISTIC_COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5",
