@@ -245,6 +245,7 @@ def evaluate_on_mock_imagenet(keras_model, alpha, out):
     batches = list(data.build(evaluate.load_config(out), eval_only=True).eval_batches())
   images = np.concatenate([b["images"][b["mask"] > 0] for b in batches])
   labels = np.concatenate([b["labels"][b["mask"] > 0] for b in batches])
+  images = np.asarray(data.on_device({"images": images}, 32)["images"])  # uint8 -> [-1, 1], as the model's step
   logits = np.asarray(keras_model(images, training=False), np.float64)
   shifted = logits - logits.max(1, keepdims=True)
   log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
