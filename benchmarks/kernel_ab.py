@@ -32,8 +32,10 @@ def variant(name):
   from mnet_jax.models import mobilenet_v1
   from mnet_jax.ops import batchnorm, conv
   import jax.numpy as jnp
-  swaps = {"pointwise=dot": (mobilenet_v1, "pointwise_conv", jnp.dot),
-           "batchnorm=reference": (batchnorm, "batch_norm_act", batchnorm.batch_norm_act_reference),
+  swaps = {"pointwise=dot": (mobilenet_v1, "pointwise_conv", lambda x, kernel, kernels: jnp.dot(x, kernel)),
+           "batchnorm=reference": (batchnorm, "batch_norm_act",
+                                   lambda x, scale, bias, epsilon, activation, kernels:
+                                   batchnorm.batch_norm_act_reference(x, scale, bias, epsilon, activation)),
            "stem=xla_conv": (conv, "MAX_PATCH_IN_CHANNELS", 0)}
   if name not in swaps:
     yield
@@ -56,6 +58,7 @@ def main():
   process.setup_process()  # as the training entry points do
   import jax
   from mnet_jax import bench
+  from mnet_jax.models import MobileNetV1
   device = jax.devices("cpu")[0]
   print(f"machine={cpu_model()}, {bench.machine(device)}, "
         f"date={datetime.date.today().isoformat()}, commit={bench.code_commit()}, jax={jax.__version__}")
@@ -68,7 +71,8 @@ def main():
     for name in names:
       impl = name.split("=")[1] if name.startswith("depthwise=") else "auto"
       with variant(name):
-        steps[name], _ = bench.jax_runs(alpha, resolution, batch, "float32", stem_stride, impl, device)
+        model = MobileNetV1(alpha=alpha, num_classes=bench.NUM_CLASSES, stem_stride=stem_stride, depthwise_impl=impl)
+        steps[name], _ = bench.jax_runs(model, resolution, batch, device)
     times = {name: [] for name in names}
     for _ in range(args.rounds):
       for name in names:

@@ -165,7 +165,9 @@ def rate(make_batches, batch, num_batches):
 def step_rate(alpha, resolution, batch, repeats):
   """img/s of the jitted training step (forward, backward, update) on this backend."""
   from mnet_jax import bench
-  train_run, _ = bench.jax_runs(alpha, resolution, batch, "float32", 2, "auto", jax.devices()[0])
+  from mnet_jax.models import MobileNetV1
+  model = MobileNetV1(alpha=alpha, num_classes=bench.NUM_CLASSES)
+  train_run, _ = bench.jax_runs(model, resolution, batch, jax.devices()[0])
   return batch / float(np.median([bench.time_calls(train_run, 1) for _ in range(repeats)]))
 
 
