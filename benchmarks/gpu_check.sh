@@ -35,7 +35,7 @@ done
 
 echo "== the cells' train steps alone, and the input pipelines at each resolution ($device) -> $OUT" >&2
 "$PYTHON" -m mnet_jax.bench --device "$device" "${settings[@]}" --peer none --repeats "$repeats" --json >> "$OUT"
-if "$PYTHON" -m mnet_jax.bench --help | grep -qE '^ +--pipeline( |$)'; then
+if [[ -z "$suffix" ]]; then  # --dry leaves out the input modes (tests/test_input_modes.py runs that bench)
   echo "== the input modes alone (mnet_jax.bench --pipeline)" >&2
   "$PYTHON" -m mnet_jax.bench --pipeline --json >> "$OUT"
 fi
