@@ -23,6 +23,7 @@ import numpy as np
 
 from mnet_jax import config_file, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
+from mnet_jax.workdir import write_atomically
 
 FORMATS = ("prepared_jpeg", "uint8_store")
 SIZE_FACTOR = 1.25  # shorter side stored / training resolution (fast.ai's 128 px from 160, 224 from ~280)
@@ -30,12 +31,6 @@ SIZE_FACTOR = 1.25  # shorter side stored / training resolution (fast.ai's 128 p
 
 def default_size(resolution):
   return int(round(SIZE_FACTOR * resolution))
-
-
-def write_atomic(path, text):
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
 
 
 def read_json(path):
@@ -135,7 +130,7 @@ def prepare_split(builder, split, out, settings, bar):
         store[k * shard_size:k * shard_size + len(labels)] = squares
         store.flush()
         record["uint8_sha256"] = sha256(squares.tobytes())
-      write_atomic(done_path(k), json.dumps(record))
+      write_atomically(done_path(k), json.dumps(record))
       done[k] = record
       bar.update(len(labels))
   entry = {"count": count, "shards": num_shards}
@@ -185,7 +180,7 @@ def prepare(config, out, size=None, formats=FORMATS, quality=95, shard_size=1024
     raise ConfigError(f"--out {out!r} holds a copy prepared with other settings ({', '.join(changed)} differ: "
                       f"{', '.join(f'{k}={plan.get(k)!r}' for k in changed)}); use a new directory or those settings")
   os.makedirs(os.path.join(out, ".done"), exist_ok=True)
-  write_atomic(plan_path, json.dumps(settings, indent=2, sort_keys=True))
+  write_atomically(plan_path, json.dumps(settings, indent=2, sort_keys=True))
   manifest_path = os.path.join(out, "manifest.json")
   manifest = read_json(manifest_path)
   if manifest is not None:
@@ -198,7 +193,7 @@ def prepare(config, out, size=None, formats=FORMATS, quality=95, shard_size=1024
   for split in splits:
     manifest["splits"][split] = prepare_split(builder, split, out, settings, bar)
   bar.close()
-  write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+  write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
   return manifest
 
 
