@@ -251,16 +251,17 @@ def fashion_mnist_pipeline_rate(resolution, batch, num_batches):
 
 
 def imagenet_pipeline_rate(resolution, batch, num_batches):
-  """img/s of the ImageNet training preprocessing (decode JPEG, Inception crop, flip, resize) under tf.data,
-  on random 500x375 JPEGs (ImageNet's typical size)."""
+  """img/s of the ImageNet training preprocessing of the default `jpeg` input mode (decode the Inception crop's
+  window, resize, flip) under tf.data, on random 500x375 JPEGs (ImageNet's typical size); the input modes against
+  each other on natural-like images: `--pipeline` (bench_pipeline.py)."""
   import tensorflow as tf
   from mnet_jax import data as data_lib
   data_lib.hide_gpus_from_tensorflow()
   rng = np.random.default_rng(0)
   jpegs = [tf.io.encode_jpeg(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).numpy() for _ in range(64)]
   ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
-  ds = ds.map(lambda i, jpeg: data_lib.inception_crop(jpeg, tf.stack([tf.constant(0, tf.int64), i]), resolution,
-                                                      0.05, True), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda i, jpeg: data_lib.jpeg_crop(jpeg, tf.stack([tf.constant(0, tf.int64), i]), resolution,
+                                                 0.05, True), num_parallel_calls=tf.data.AUTOTUNE)
   batches = iter(ds.batch(batch).prefetch(2).as_numpy_iterator())
   next(batches)
   start = time.perf_counter()
