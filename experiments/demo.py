@@ -25,6 +25,7 @@ def get_config(arg=None):
   config.optim.base_learning_rate = 0.1
   config.log_every_steps = 20
   config.checkpoint_every_steps = 30
+  config.wandb.mode = "disabled"  # its start-up is seconds per cell; metrics.jsonl and the report keep everything
   return config
 
 

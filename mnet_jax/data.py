@@ -95,7 +95,6 @@ def build(config, eval_only=False):
   from mnet_jax.models.mobilenet_v1 import check_resolution
   check_resolution(config.resolution)
   check_batch_size(config.batch_size)
-  hide_gpus_from_tensorflow()
   mode = input_mode(config.data)
   if mode == "uint8_store":
     return uint8_store_data(config, eval_only)
@@ -152,22 +151,13 @@ def load_fashion_mnist(data_config):
   return arrays
 
 
-def to_model_input(images_uint8, resolution):
-  """uint8 (N, h, w, c) -> float32 (N, resolution, resolution, 3) in [-1, 1]."""
-  import tensorflow as tf
-  images = tf.image.resize(tf.cast(images_uint8, tf.float32), (resolution, resolution), antialias=True).numpy()
-  images = images / 127.5 - 1.0
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  return np.clip(images, -1.0, 1.0).astype(np.float32)
-
-
 def limit(arrays, max_examples):
   return arrays if max_examples is None else tuple(a[:max_examples] for a in arrays)
 
 
 def in_memory_data(config, arrays, eval_only):
-  """Data over numpy arrays: shuffled per epoch, random horizontal flips, resized to config.resolution."""
+  """Data over uint8 numpy arrays: shuffled per epoch, random horizontal flips; the images cross to the device at
+  their stored size and `on_device` resizes them to config.resolution."""
   train_images, train_labels = limit(arrays["train"], config.data.max_train_examples)
   eval_images, eval_labels = limit(arrays["test"], config.data.max_eval_examples)
   batch_size, resolution, seed = config.batch_size, config.resolution, config.seed
@@ -186,7 +176,7 @@ def in_memory_data(config, arrays, eval_only):
         images = train_images[indices]
         if config.data.flip:
           images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
-        yield {"images": to_model_input(images, resolution), "labels": train_labels[indices]}
+        yield {"images": images, "labels": train_labels[indices]}
         step += 1
 
   def eval_batches():
@@ -196,8 +186,7 @@ def in_memory_data(config, arrays, eval_only):
     num_batches = eval_batch_count(len(eval_images), batch_size)
     for b in range(num_batches):
       indices = mine[b * local_batch:(b + 1) * local_batch]
-      yield pad_batch(
-          {"images": to_model_input(eval_images[indices], resolution), "labels": eval_labels[indices]}, local_batch)
+      yield pad_batch({"images": eval_images[indices], "labels": eval_labels[indices]}, local_batch)
 
   return Data("fashion_mnist", FASHION_MNIST_CLASSES, len(train_images), len(eval_images), steps_per_epoch,
               train_batches, eval_batches)
@@ -632,13 +621,19 @@ def crop_and_resize(images, boxes, flips, resolution):
 
 
 def on_device(batch, resolution):
-  """The batch the model reads: crops of uint8-store batches, then uint8 pixels scaled to [-1, 1] in float32
-  (float32 batches pass unchanged). Runs at the start of the jitted train and eval steps."""
+  """The batch the model reads: crops of uint8-store batches, uint8 images of another size (Fashion-MNIST's
+  28 x 28) resized with the antialiased bilinear filter, then pixels scaled to [-1, 1] in float32 and grey
+  repeated to 3 channels (float32 batches pass unchanged). Runs at the start of the jitted train and eval steps."""
   import jax.numpy as jnp
   images = batch["images"]
   if "boxes" in batch:
     images = crop_and_resize(images, batch["boxes"], batch["flips"], resolution)
   elif images.dtype != jnp.uint8:
     return batch
+  elif images.shape[1:3] != (resolution, resolution):
+    images = jax.image.resize(images.astype(jnp.float32), (len(images), resolution, resolution, images.shape[-1]),
+                              "linear", antialias=True)
   images = jnp.clip(images.astype(jnp.float32) / 127.5 - 1.0, -1.0, 1.0)
+  if images.shape[-1] == 1:
+    images = jnp.repeat(images, 3, axis=-1)
   return {**{k: v for k, v in batch.items() if k not in ("boxes", "flips")}, "images": images}

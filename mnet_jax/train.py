@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnet_jax import checkpoint, data as data_lib, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
-from mnet_jax.models.mobilenet_v1 import check_positive_int
+from mnet_jax.models.mobilenet_v1 import MIN_RESOLUTION, check_positive_int
 from mnet_jax.workdir import final_record, model_facts, model_from_config, with_resolved_kernels, write_config
 
 
@@ -115,9 +115,10 @@ def make_mesh():
 
 
 def init_state(model, tx, config, mesh):
-  """The replicated train state, built on the devices without a host copy."""
+  """The replicated train state, built on the devices without a host copy. Every resolution initialises from the
+  same smallest input (the parameters do not depend on its size): one compiled init per model, not per cell."""
   replicated = NamedSharding(mesh, PartitionSpec())
-  dummy = jnp.zeros((1, config.resolution, config.resolution, 3), jnp.float32)
+  dummy = jnp.zeros((1, MIN_RESOLUTION, MIN_RESOLUTION, 3), jnp.float32)
 
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)

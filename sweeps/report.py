@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import statistics
 
 from mnet_jax import metrics, paper, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
@@ -372,14 +373,43 @@ def trend_section(rows):
                  f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs).")
   else:
     lines.append(f"\n({len(exceptions)} of {checked} neighbouring pairs out of order.)")
-  plain = [g for g in points(rows, "test_top1") if g["series"] == "" and g["mult_adds"] is not None]
-  correlations = [("test top-1", spearman([g["mult_adds"] for g in plain], [g["test_top1"] for g in plain]))]
+  plain = plain_groups(rows)
+  correlations = [("test top-1", top1_spearman(rows))]
   timed = [g for g in plain if g["latency_ms"] is not None]
   correlations.append(("batch-1 latency", spearman([g["mult_adds"] for g in timed], [g["latency_ms"] for g in timed])))
   found = [f"{what} {value:.2f}" for what, value in correlations if value is not None]
   if found:
     lines += ["", f"Spearman's rank correlation with Mult-Adds over {len(plain)} groups: {', '.join(found)}."]
-  return "\n".join(lines)
+  return "\n".join(lines + each_seed(rows))
+
+
+def plain_groups(rows):
+  """The groups of the sweep's plain grid (no series) with a top-1 and Mult-Adds."""
+  return [g for g in points(rows, "test_top1") if g["series"] == "" and g["mult_adds"] is not None]
+
+
+def top1_spearman(rows):
+  plain = plain_groups(rows)
+  return spearman([g["mult_adds"] for g in plain], [g["test_top1"] for g in plain])
+
+
+def each_seed(rows):
+  """With several seeds: the trend check and Spearman of each seed's cells alone, and their medians."""
+  seeds = sorted({seed_of(r["cell"]) for r in finished(rows)})
+  if len(seeds) < 2:
+    return []
+  lines = ["", "Each seed alone (raw top-1, any fall counts):", "",
+           "| seed | Spearman of top-1 with Mult-Adds | pairs out of order |", "| ---: | ---: | ---: |"]
+  correlations, counts = [], []
+  for seed in seeds:
+    mine = [r for r in rows if seed_of(r["cell"]) == seed]
+    checked, exceptions, _ = trend_exceptions(mine)
+    correlations.append(top1_spearman(mine))
+    counts.append(len(exceptions))
+    lines.append(f"| {seed} | {number(correlations[-1])} | {counts[-1]} of {checked} |")
+  known = [c for c in correlations if c is not None]
+  lines.append(f"| median | {number(statistics.median(known)) if known else '–'} | {statistics.median(counts):g} |")
+  return lines
 
 
 def markdown(workdir, rows, dataset):

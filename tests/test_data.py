@@ -3,6 +3,7 @@
 import gzip
 import os
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -32,15 +33,23 @@ def test_fashion_mnist_idx_files_are_read_whole():
   assert 0 < train_images.mean() < 255
 
 
-def test_fashion_mnist_batches_are_resized_three_channel_and_in_range():
+def test_fashion_mnist_batches_cross_as_uint8_and_are_resized_three_channel_in_range_on_the_device():
   config = small_fashion_config()
   config.resolution = 48
   dataset = data.build(config)
   assert (dataset.num_classes, dataset.num_train, dataset.num_eval, dataset.steps_per_epoch) == (10, 256, 100, 8)
   batch = next(dataset.train_batches(0))
-  assert batch["images"].shape == (32, 48, 48, 3) and batch["images"].dtype == np.float32
-  assert batch["images"].min() >= -1.0 and batch["images"].max() <= 1.0
-  np.testing.assert_array_equal(batch["images"][..., 0], batch["images"][..., 2])  # grayscale copied
+  assert batch["images"].shape == (32, 28, 28, 1) and batch["images"].dtype == np.uint8
+  images = np.asarray(jax.jit(data.on_device, static_argnums=1)(batch, 48)["images"])
+  assert images.shape == (32, 48, 48, 3) and images.dtype == np.float32
+  assert images.min() >= -1.0 and images.max() <= 1.0
+  np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grayscale copied
+  # The same antialiased bilinear resize as TensorFlow's, up (48) and down (20) from 28 x 28.
+  import tensorflow as tf
+  for size in (48, 20):
+    ours = np.asarray(jax.jit(data.on_device, static_argnums=1)(batch, size)["images"][..., :1])
+    theirs = tf.image.resize(tf.cast(batch["images"], tf.float32), (size, size), antialias=True).numpy()
+    np.testing.assert_allclose(ours, np.clip(theirs / 127.5 - 1.0, -1.0, 1.0), atol=2e-5)
 
 
 def test_training_order_is_a_pure_function_of_seed_epoch_and_position():
@@ -74,7 +83,7 @@ def test_evaluation_covers_the_split_exactly_with_a_masked_last_batch():
   dataset = data.build(small_fashion_config())  # 100 examples, batch 32 -> 32, 32, 32, 4 + 28 padding
   batches = list(dataset.eval_batches())
   assert [int(b["mask"].sum()) for b in batches] == [32, 32, 32, 4]
-  assert all(b["images"].shape == (32, 32, 32, 3) for b in batches)
+  assert all(b["images"].shape == (32, 28, 28, 1) for b in batches)
   labels = np.concatenate([b["labels"][b["mask"] > 0] for b in batches])
   np.testing.assert_array_equal(labels, data.load_fashion_mnist(small_fashion_config().data)["test"][1][:100])
 

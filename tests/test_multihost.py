@@ -1,14 +1,16 @@
 """`--multihost` for real: two processes on this machine (jax.distributed on localhost, gloo collectives on CPU),
 one CPU device each, train, are SIGKILLed after a checkpoint, resume, and end as a reference run does.
 
-Each case is a config plus override flags (CASES); a new input mode is one more entry. Fashion-MNIST's batches are
-the same global batches whatever the process count, so its reference is one process with the same global batch.
-tfds datasets (mock ImageNet here) are read as one shard of the files per process, so their order depends on the
-process count: their reference is two processes run without a kill. One process evaluating the same checkpoint
+Each case is a config plus override flags (CASES); a new input mode is one more entry. Fashion-MNIST's and the
+uint8 store's batches are the same global batches whatever the process count, so their reference is one process
+with the same global batch. Record files (mock ImageNet from tfds, the prepared JPEG copy) are read as one shard of
+the files per process, so their order depends on the process count: their reference is two processes run without
+a kill. The prepared copies are `mnet_jax.prepare`'s of mock ImageNet. One process evaluating the same checkpoint
 gets the same test metrics (Fashion-MNIST).
 """
 
 import dataclasses
+import functools
 import os
 import shutil
 import signal
@@ -46,12 +48,28 @@ class Case:
 
 COMMON = ["--config.num_steps=4", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1",
           "--config.wandb.mode=disabled"]
+IMAGENET = ["--config", "experiments/imagenet.py:runlocal", "--config.eval_every_steps=0", *COMMON]
+PREPARED = "--config.data.prepared_dir={prepared}"  # the test fills in the prepared copy's directory
 CASES = {
     "fashion_mnist": Case(["--config", "experiments/fashion_mnist.py:runlocal", "--config.model.stem_stride=2",
                            "--config.data.max_eval_examples=64", *COMMON]),
-    "imagenet_mock_jpeg": Case(["--config", "experiments/imagenet.py:runlocal", "--config.eval_every_steps=0", *COMMON],
-                               mock=True, order_independent_of_processes=False),
+    "imagenet_mock_jpeg": Case(IMAGENET, mock=True, order_independent_of_processes=False),
+    "imagenet_mock_prepared_jpeg": Case([*IMAGENET, "--config.data.input_mode=prepared_jpeg", PREPARED],
+                                        order_independent_of_processes=False),
+    "imagenet_mock_uint8_store": Case([*IMAGENET, "--config.data.input_mode=uint8_store", PREPARED]),
 }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  """Both prepared formats of mock ImageNet, written once for the module."""
+  import tensorflow_datasets as tfds
+  from experiments import imagenet
+  from mnet_jax import prepare
+  out = str(tmp_path_factory.mktemp("prepared"))
+  with tfds.testing.mock_data(num_examples=80):
+    prepare.prepare(imagenet.get_config("runlocal"), out, size=40, shard_size=16)
+  return out
 
 
 def free_port():
@@ -60,13 +78,14 @@ def free_port():
     return s.getsockname()[1]
 
 
-def start(module, case, workdir, processes, *flags):
+def start(module, case, workdir, processes, *flags, prepared=None):
   """`processes` processes of `module` (one CPU device each), with --multihost when there are several."""
   port = free_port()
   started = []
+  case_flags = [flag.format(prepared=prepared) for flag in case.flags]
   for index in range(processes):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    args = [*case.flags, "--workdir", str(workdir), *flags] if module == "mnet_jax.main" else [*flags]
+    args = [*case_flags, "--workdir", str(workdir), *flags] if module == "mnet_jax.main" else [*flags]
     if processes > 1:
       env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes),
                  JAX_PROCESS_ID=str(index))
@@ -101,16 +120,18 @@ def kill_after_checkpoint(started, workdir, step):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, name):
+def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request, name):
   case = CASES[name]
+  prepared = request.getfixturevalue("prepared") if PREPARED in case.flags else None
+  run = functools.partial(start, "mnet_jax.main", case, prepared=prepared)
   reference, killed = tmp_path / "reference", tmp_path / "killed"
   reference_processes = 1 if case.order_independent_of_processes else 2
   # One process with one device computes with the same kernel set as two (several devices: portable).
-  finish(start("mnet_jax.main", case, reference, reference_processes, "--config.model.kernels=portable"))
+  finish(run(reference, reference_processes, "--config.model.kernels=portable"))
 
-  kill_after_checkpoint(start("mnet_jax.main", case, killed, 2), killed, 2)
+  kill_after_checkpoint(run(killed, 2), killed, 2)
   assert metrics.final_metrics(killed) is None, "the run finished before it could be killed"
-  outputs = finish(start("mnet_jax.main", case, killed, 2))
+  outputs = finish(run(killed, 2))
   assert "resuming from checkpoint step 2" in outputs[0]
   assert [line for line in outputs[1].splitlines() if not line.startswith("[Gloo]")] == []  # process 1: nothing
 

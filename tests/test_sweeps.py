@@ -334,6 +334,21 @@ def test_a_pair_is_out_of_order_only_beyond_the_noise():
   assert report.out_of_order(group(0.80, 0.01, 3), group(0.78, 0.01, 3))  # fall 0.020 > 0.0163
 
 
+def test_each_seed_alone_gets_its_own_trend_check_and_spearman():
+  def row(alpha, resolution, seed, top1):
+    return {"cell": f"a{alpha:g}_r{resolution}" + (f"_seed={seed}" if seed else ""), "alpha": alpha,
+            "resolution": resolution, "variant": "standard", "mult_adds": alpha * alpha * resolution * resolution,
+            "params": alpha, "status": "ok", "error": None, "test_top1": top1, "test_top5": 1.0,
+            "train_seconds": 1.0, "images_per_second": 1.0, "latency_ms": None}
+  # Seed 0 ranks the 2 x 2 grid perfectly; seed 1 inverts both resolution pairs.
+  rows = [row(0.5, 32, 0, 0.70), row(0.5, 40, 0, 0.72), row(1.0, 32, 0, 0.74), row(1.0, 40, 0, 0.76),
+          row(0.5, 32, 1, 0.73), row(0.5, 40, 1, 0.71), row(1.0, 32, 1, 0.77), row(1.0, 40, 1, 0.75)]
+  table = report.each_seed(rows)
+  assert "| 0 | 1.00 | 0 of 4 |" in table and "| 1 | 0.60 | 2 of 4 |" in table
+  assert table[-1] == "| median | 0.80 | 1 |"
+  assert report.each_seed([r for r in rows if "seed" not in r["cell"]]) == []  # one seed: no table
+
+
 @pytest.mark.slow
 def test_two_seeds_per_cell_give_mean_std_and_error_bars(tmp_path):
   import statistics
