@@ -36,22 +36,18 @@ def varied_fields(configs):
 
 
 def group_cells(workdir, rows):
-  """Finished cells grouped by the values of the varied fields: [{fields: {dotted: value}, rows, top1, ...}],
-  test top-1 the mean over the group's cells (seeds)."""
-  from sweeps.report import read_json  # noqa: PLC0415 (report imports this module)
+  """sweeps.report's groups (cells that differ only by seed) with a finished cell, each with `fields`: the values
+  of the config fields the sweep varies, from its cells' config.json. Returns (fields, groups)."""
+  from sweeps.report import group_name, groups_of, read_json  # noqa: PLC0415 (report imports this module)
   configs = {r["cell"]: read_json(os.path.join(workdir, r["cell"], "config.json")) or {} for r in rows}
   fields = varied_fields(configs.values())
-  groups = {}
-  for r in rows:
-    if r["status"] == "ok":
-      key = tuple((d, repr(flat_get(configs[r["cell"]], d))) for d in fields)
-      groups.setdefault(key, {"fields": {d: flat_get(configs[r["cell"]], d) for d in fields}, "rows": []})
-      groups[key]["rows"].append(r)
-  for group in groups.values():
-    cells = group["rows"]
-    group["top1"] = sum(r["test_top1"] for r in cells) / len(cells)
-    group["mult_adds"], group["params"] = cells[0]["mult_adds"], cells[0]["params"]
-  return fields, list(groups.values())
+  group_config = {}
+  for cell, config in configs.items():
+    group_config.setdefault(group_name(cell), config)
+  groups = [g for g in groups_of(rows) if g["n"]]
+  for group in groups:
+    group["fields"] = {d: flat_get(group_config[group["cell"]], d) for d in fields}
+  return fields, groups
 
 
 def varies_kernels(workdir, rows):
@@ -88,16 +84,16 @@ def peak_line(split, line):
   """Where top-1 peaks along one curve, in words."""
   if len(line) < 2:
     return None
-  best = max(range(len(line)), key=lambda i: line[i][1]["top1"])
+  best = max(range(len(line)), key=lambda i: line[i][1]["test_top1"])
   sizes, group = line[best]
   name = "vanilla k x k" if split == "vanilla" else f"MixConv ({split} split)"
-  where = f"{label(sizes)} ({100 * group['top1']:.2f} %)"
+  where = f"{label(sizes)} ({100 * group['test_top1']:.2f} %)"
   if best == len(line) - 1:
     return f"- {name}: highest at the largest, {where}: no peak within the sweep (accuracy still rising)."
   if best == 0:
     return f"- {name}: highest at the smallest, {where}: larger kernels do not help here."
   after = line[-1]
-  return (f"- {name}: peaks at {where}, then falls to {100 * after[1]['top1']:.2f} % at {label(after[0])}.")
+  return f"- {name}: peaks at {where}, then falls to {100 * after[1]['test_top1']:.2f} % at {label(after[0])}."
 
 
 PAPER_PEAKS = ("The paper (ImageNet, 1.0-224): vanilla kernels peak at 7x7 (72.03 %) and fall to 70.83 % at 13x13; "
@@ -114,8 +110,9 @@ def plot(groups, path_stem, overlay):
             "exponential": ("^--", "C2", "MixConv, exponential split")}
   for split, line in curves(groups).items():
     style, color, name = styles[split]
-    xs, ys = [g["mult_adds"] for _, g in line], [100 * g["top1"] for _, g in line]
-    axes.plot(xs, ys, style, color=color, label=name)
+    xs, ys = [g["mult_adds"] for _, g in line], [100 * g["test_top1"] for _, g in line]
+    errors = [100 * (g["test_top1_std"] or 0) for _, g in line]
+    axes.errorbar(xs, ys, yerr=errors if any(errors) else None, fmt=style, color=color, capsize=3, label=name)
     for (sizes, _), x, y in zip(line, xs, ys):
       axes.annotate(label(sizes), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
   if overlay:
@@ -140,15 +137,16 @@ def section(fields, groups, dataset):
   from sweeps.report import number  # noqa: PLC0415
   paper_top1 = {(p["kernel_sizes"], "vanilla" if len(p["kernel_sizes"]) == 1 else p["split"]): p["top1"]
                 for p in paper.mixconv_points()}
-  lines = [f"Cells grouped by the fields the sweep varies ({', '.join(fields) or 'none'}); top-1 is the mean over a "
-           "group's cells.", "",
-           "| " + " | ".join(fields) + " | cells | Mult-Adds (M) | params (M) | test top-1 | paper top-1 (ImageNet) |",
+  from sweeps.report import with_std  # noqa: PLC0415
+  lines = [f"Cells grouped by the fields the sweep varies ({', '.join(fields) or 'none'}); top-1 is the mean (± the "
+           "standard deviation) over a group's seeds, n of them; error bars: ±1 standard deviation.", "",
+           "| " + " | ".join(fields) + " | n | Mult-Adds (M) | params (M) | test top-1 | paper top-1 (ImageNet) |",
            "| " + " | ".join("---" for _ in fields) + " | ---: | ---: | ---: | ---: | ---: |"]
   for group in sorted(groups, key=lambda g: g["mult_adds"]):
     values = " | ".join(str(group["fields"][d]) for d in fields)
     known = paper_top1.get(kernel_key(group))
-    lines.append(f"| {values} | {len(group['rows'])} | {number(group['mult_adds'], 1e6, 1)} | "
-                 f"{number(group['params'], 1e6, 3)} | {number(group['top1'], 0.01)} % | "
+    lines.append(f"| {values} | {group['n']} | {number(group['mult_adds'], 1e6, 1)} | "
+                 f"{number(group['params'], 1e6, 3)} | {with_std(group, 'test_top1', 0.01, suffix=' %')} | "
                  f"{'–' if known is None else f'{known:.2f} %'} |")
   peaks = [p for p in (peak_line(split, line) for split, line in curves(groups).items()) if p]
   lines += ["", "Does accuracy peak?", "", *(peaks or ["- fewer than two finished cells on every curve."]), "",

@@ -26,7 +26,7 @@ def test_mixconv_grid(data, resolution):
 
 
 def group(sizes, top1, split="equal"):
-  return {"fields": {"model.kernel_sizes": sizes, "model.kernel_split": split}, "top1": top1, "rows": [{}],
+  return {"fields": {"model.kernel_sizes": sizes, "model.kernel_split": split}, "test_top1": top1, "n": 1,
           "mult_adds": 1, "params": 1}
 
 
