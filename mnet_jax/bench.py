@@ -236,38 +236,37 @@ def set_torch_threads(platform_name):
 # Input pipelines --------------------------------------------------------------------------------
 
 
+def batches_rate(batches, batch, num_batches):
+  """img/s of an iterator of batches of `batch` images, after its first batch."""
+  next(batches)
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    next(batches)
+  return batch * num_batches / (time.perf_counter() - start)
+
+
 def fashion_mnist_pipeline_rate(resolution, batch, num_batches):
-  """img/s of the training batches of experiments/fashion_mnist.py (IDX files, shuffle, flip, resize)."""
+  """img/s of the training batches of experiments/fashion_mnist.py (IDX files, shuffle, flip; uint8 out)."""
   from experiments import fashion_mnist
   from mnet_jax import data as data_lib
   config = fashion_mnist.get_config(f"resolution={resolution}")
   config.batch_size = batch
-  batches = data_lib.build(config).train_batches(0)
-  next(batches)
-  start = time.perf_counter()
-  for _ in range(num_batches):
-    next(batches)
-  return batch * num_batches / (time.perf_counter() - start)
+  return batches_rate(data_lib.build(config).train_batches(0), batch, num_batches)
 
 
 def imagenet_pipeline_rate(resolution, batch, num_batches):
   """img/s of the ImageNet training preprocessing of the default `jpeg` input mode (decode the Inception crop's
-  window, resize, flip) under tf.data, on random 500x375 JPEGs (ImageNet's typical size); the input modes against
-  each other on natural-like images: `--pipeline` (bench_pipeline.py)."""
+  window, resize, flip) under tf.data, on bench_pipeline's synthetic ImageNet-like JPEGs; the input modes against
+  each other: `--pipeline` (bench_pipeline.py)."""
   import tensorflow as tf
-  from mnet_jax import data as data_lib
+  from experiments import imagenet
+  from mnet_jax import bench_pipeline, data as data_lib
   data_lib.hide_gpus_from_tensorflow()
-  rng = np.random.default_rng(0)
-  jpegs = [tf.io.encode_jpeg(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).numpy() for _ in range(64)]
-  ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
+  min_area = imagenet.get_config().data.min_area
+  ds = tf.data.Dataset.from_tensor_slices(bench_pipeline.synthetic_jpegs(64)).repeat().enumerate()
   ds = ds.map(lambda i, jpeg: data_lib.jpeg_crop(jpeg, tf.stack([tf.constant(0, tf.int64), i]), resolution,
-                                                 0.05, True), num_parallel_calls=tf.data.AUTOTUNE)
-  batches = iter(ds.batch(batch).prefetch(2).as_numpy_iterator())
-  next(batches)
-  start = time.perf_counter()
-  for _ in range(num_batches):
-    next(batches)
-  return batch * num_batches / (time.perf_counter() - start)
+                                                 min_area, True), num_parallel_calls=tf.data.AUTOTUNE)
+  return batches_rate(iter(ds.batch(batch).prefetch(2).as_numpy_iterator()), batch, num_batches)
 
 
 # Main -------------------------------------------------------------------------------------------
