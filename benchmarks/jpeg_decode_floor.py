@@ -4,10 +4,10 @@ r"""How far the `jpeg` input mode can go: its per-image cost beside the parts of
 
 On the benchmark's synthetic ImageNet-like JPEGs (`mnet_jax.bench_pipeline.synthetic_jpegs`), each operation
 runs as a tf.data map on one thread over all images (reduced to its maximum pixel, so that Python does not time
-itself and no output can be skipped), in turn, `--rounds` times (the best round kept); it prints milliseconds per image, images/s and the
-baseline's time over each. libjpeg must entropy-decode (Huffman) every block above and inside a
-window before it reaches the window, whatever the DCT scale; the full decode at 1/8 scale does all of that work and
-almost no inverse DCT, so its time bounds how fast any crop of the whole image can be.
+itself and no output can be skipped), in turn, `--rounds` times (the best round kept); it prints milliseconds per
+image, images/s and the baseline's time over each. libjpeg must entropy-decode (Huffman) every block above and
+inside a window before it reaches the window, whatever the DCT scale; the full decode at 1/8 scale does all of
+that work and almost no inverse DCT, so its time bounds how fast any crop of the whole image can be.
 """
 
 import argparse
