@@ -160,7 +160,7 @@ def in_memory_data(config, arrays, eval_only):
   their stored size and `on_device` resizes them to config.resolution."""
   train_images, train_labels = limit(arrays["train"], config.data.max_train_examples)
   eval_images, eval_labels = limit(arrays["test"], config.data.max_eval_examples)
-  batch_size, resolution, seed = config.batch_size, config.resolution, config.seed
+  batch_size, seed = config.batch_size, config.seed
   steps_per_epoch = len(train_images) // batch_size
   if steps_per_epoch < 1 and not eval_only:
     raise ConfigError(f"batch_size={batch_size} is larger than the training set ({len(train_images)} examples)")
