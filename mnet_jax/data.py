@@ -151,6 +151,13 @@ def load_fashion_mnist(data_config):
   return arrays
 
 
+def epoch_steps(num_train, batch_size, eval_only):
+  """Whole batches in an epoch of num_train examples; a training set smaller than a batch is refused."""
+  if num_train < batch_size and not eval_only:
+    raise ConfigError(f"batch_size={batch_size} is larger than the training set ({num_train} examples)")
+  return num_train // batch_size
+
+
 def limit(arrays, max_examples):
   return arrays if max_examples is None else tuple(a[:max_examples] for a in arrays)
 
@@ -161,9 +168,7 @@ def in_memory_data(config, arrays, eval_only):
   train_images, train_labels = limit(arrays["train"], config.data.max_train_examples)
   eval_images, eval_labels = limit(arrays["test"], config.data.max_eval_examples)
   batch_size, seed = config.batch_size, config.seed
-  steps_per_epoch = len(train_images) // batch_size
-  if steps_per_epoch < 1 and not eval_only:
-    raise ConfigError(f"batch_size={batch_size} is larger than the training set ({len(train_images)} examples)")
+  steps_per_epoch = epoch_steps(len(train_images), batch_size, eval_only)
   rows = process_slice(batch_size)
 
   def train_batches(step):
@@ -452,9 +457,7 @@ def jpeg_data(config, eval_only, records):
     num_eval = min(num_eval, data_config.max_eval_examples)
   batch_size, resolution, seed = config.batch_size, config.resolution, config.seed
   local_batch = batch_size // jax.process_count()
-  steps_per_epoch = num_train // batch_size
-  if steps_per_epoch < 1 and not eval_only:
-    raise ConfigError(f"batch_size={batch_size} is larger than the training set ({num_train} examples)")
+  steps_per_epoch = epoch_steps(num_train, batch_size, eval_only)
   options = pipeline_options()
 
   def epoch_dataset(epoch, position):
@@ -554,9 +557,7 @@ def uint8_store_data(config, eval_only):
   eval_images, eval_labels = limit(arrays[data_config.eval_split], data_config.max_eval_examples)
   size = manifest["size"]
   batch_size, seed = config.batch_size, config.seed
-  steps_per_epoch = len(train_images) // batch_size
-  if steps_per_epoch < 1 and not eval_only:
-    raise ConfigError(f"batch_size={batch_size} is larger than the training set ({len(train_images)} examples)")
+  steps_per_epoch = epoch_steps(len(train_images), batch_size, eval_only)
   rows = process_slice(batch_size)
 
   def train_batches(step):
