@@ -21,11 +21,6 @@ SETTINGS = ("0.5,32,128,1", "1.0,224,16,2")  # the Fashion-MNIST config; the pap
 VARIANTS = ("depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnorm=reference", "stem=xla_conv")
 
 
-def cpu_model():
-  with open("/proc/cpuinfo") as f:
-    return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
-
-
 @contextlib.contextmanager
 def variant(name):
   """Swaps one kernel for the XLA form it replaces while the step is traced."""
@@ -58,6 +53,7 @@ def main():
   process.setup_process()  # as the training entry points do
   import jax
   from mnet_jax import bench
+  from mnet_jax.bench_pipeline import cpu_model
   from mnet_jax.models import MobileNetV1
   device = jax.devices("cpu")[0]
   print(f"machine={cpu_model()}, {bench.machine(device)}, "
