@@ -1,4 +1,5 @@
-"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys."""
+"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys; the scripts in
+benchmarks/ run as the docs give them."""
 
 import json
 import subprocess
@@ -102,3 +103,19 @@ def test_torch_peer_is_built_from_architecture(kernel_sizes, split):
   depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
   assert len(depthwise) == 13 * len(kernel_sizes)
   assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("script,args,first_line", [
+    ("jpeg_decode_floor.py", ["--images", "4", "--rounds", "1"], "# "),
+    ("kernel_ab.py", ["--setting", "0.25,32,2,2", "--variant", "pointwise=dot", "--rounds", "1"], "machine="),
+])
+def test_benchmark_script_runs_as_documented(script, args, first_line):
+  """`python benchmarks/SCRIPT` from the repository root, as the docs give it, at a tiny size: it imports what it
+  needs without the repository on the path and prints its table."""
+  import os
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=repo, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith(first_line) and sum(line.startswith("|") or "|" in line for line in lines) >= 3
