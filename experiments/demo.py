@@ -22,10 +22,6 @@ def get_config(arg=None):
   # A quarter of the steps: with 18, the alpha-1 cells' loss rose above chance (2.7-3.0 at step 20) as the lr
   # peaked, and the median seed's ranking was worse (docs/demo.md#budget-against-ranking).
   config.optim.warmup_steps = 45
-  # fashion_mnist.py's peak lr 0.2 is for its 3 epochs: over 60 steps it left the alpha-1 cells far behind and the
-  # cells' order noisier, and over 180 (warmup 60) one of the first eight cells fell to 64.7 % (docs/demo.md), so
-  # the demo keeps 0.1.
-  config.optim.base_learning_rate = 0.1
   config.log_every_steps = 30
   config.checkpoint_every_steps = 90
   config.wandb.mode = "disabled"  # its start-up is seconds per cell; metrics.jsonl and the report keep everything
