@@ -19,8 +19,8 @@ RESOLUTIONS = sweep_base.resolutions("data=fashion_mnist")
 def get_config(arg=None):
   config = sweep_base.base_config("data=fashion_mnist")
   config.num_steps = 180
-  # A quarter of the steps: with 18, the alpha-1 cells' loss rose above chance (2.7-3.0 at step 20) as the lr
-  # peaked, and the median seed's ranking was worse (docs/demo.md#budget-against-ranking).
+  # A quarter of the steps: with a tenth, the alpha-1 cells' loss spiked as the lr peaked and the median seed
+  # ranked worse (docs/demo.md#budget-against-ranking).
   config.optim.warmup_steps = 45
   config.log_every_steps = 30
   config.checkpoint_every_steps = 90

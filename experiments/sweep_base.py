@@ -36,9 +36,7 @@ def base_config(arg):
   config.model.stem_stride = 2
   if parsed.data == "fashion_mnist":
     # fashion_mnist.py's peak lr 0.2 suits its alpha-0.5 network with the stride-1 stem; on this grid it diverged
-    # the alpha-1 cells (grid16 at 3 epochs: 0.75-32 px 89.6 % but 1-32 px 75.6 %, 1-48 px 85.9 % after its loss
-    # reached 4.8; docs/demo.md#the-reference-grid); over the demo's 60 steps it ranked the cells worse, and over 180
-    # one cell fell to 64.7 %.
+    # the alpha-1 cells (docs/demo.md#the-reference-grid) and ranked the demo's cells worse.
     config.optim.base_learning_rate = 0.1
   return config
 
