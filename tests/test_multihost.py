@@ -142,10 +142,10 @@ def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request
   assert len([m for m in metrics.read_metrics(killed) if m.get("final")]) == 1
   # Float noise only: two processes sum the batch (and BatchNorm's statistics) in another order than one. Measured
   # here: the first three steps' losses within 1e-5, the final test loss within 1.2e-3 (relative), one test
-  # example of 64 on another side of its decision. Step 4's loss is not compared: this tiny net turns such differences into percent-level ones within
-  # about 4 steps (its last BatchNorms normalise 32 values at 1x1 with near-constant channels; test_train's
-  # two-device test), measured 6 % here. The test loss after 4 steps is near ln 10 whatever the data, so the
-  # losses of the first steps are what shows each process read its rows.
+  # example of 64 on another side of its decision. Step 4's loss is not compared: this tiny net turns such
+  # differences into percent-level ones within about 4 steps (its last BatchNorms normalise 32 values at 1x1 with
+  # near-constant channels; test_train's two-device test), measured 6 % here. The test loss after 4 steps is near
+  # ln 10 whatever the data, so the losses of the first steps are what shows each process read its rows.
   losses = [m["loss"] for m in train_lines(killed)]
   reference_losses = [m["loss"] for m in train_lines(reference)]
   if reference_processes == 2:
