@@ -1,4 +1,4 @@
-"""What the sweep configs (table4-7, grid16) share: the base config for each dataset and the paper's grid.
+"""What the sweep configs (table4-7, grid16, demo, mixconv) share: the base config for each dataset and the grid.
 
 Every sweep file takes the argument `data=fashion_mnist|imagenet[,runlocal]` and declares its cells with
 `sweep(add, arg)`: one `add(**overrides)` per cell, over any config field (dotted names through
