@@ -7,7 +7,7 @@ images (23,040 images, about 0.4 epoch: linear warmup over 45 steps to lr 0.1, t
 evaluated on the whole 10,000-image test split. Where a cell's time goes and the ranking against the budget:
 docs/demo.md. `make demo` runs two cells at a time (--parallel 2), which
 overlaps one cell's single-threaded phases (data loading, compilation) with the other's training. The same
-cells at experiments/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`.
+cells at mnet_jax/configs/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`.
 """
 
 from experiments import sweep_base

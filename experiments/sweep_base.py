@@ -6,13 +6,13 @@ Every sweep file takes the argument `data=fashion_mnist|imagenet[,runlocal]` and
 
 Resolutions. ImageNet uses the paper's 224/192/160/128 (rho = 1, 6/7, 5/7, 4/7). Fashion-MNIST images are
 28 px and the model needs >= 32 px, so its grid applies the same ratios to 56 (= 224 / 4): 56/48/40/32, the
-28-px images upsampled, with the paper's stride-2 stem (not experiments/fashion_mnist.py's stride-1 small-image
+28-px images upsampled, with the paper's stride-2 stem (not mnet_jax/configs/fashion_mnist.py's stride-1 small-image
 stem): at rho = 1 the stem's output is 28 x 28, the images' own resolution, and every feature map is ImageNet's
 at the same rho divided by 4 (the last blocks run at 2 x 2 down to 1 x 1). A stride-1 stem would cost 4x the
 Mult-Adds for no new pixels, and the 16 cells would not train on a CPU in any reasonable time.
 """
 
-from experiments import common, fashion_mnist, imagenet
+from mnet_jax.configs import common, fashion_mnist, imagenet
 from mnet_jax.errors import ConfigError
 
 ALPHAS = (1.0, 0.75, 0.5, 0.25)
@@ -28,7 +28,7 @@ def parse(arg):
 
 
 def base_config(arg):
-  """The dataset's experiment config (experiments/fashion_mnist.py or imagenet.py) at the grid's top resolution."""
+  """The dataset's experiment config (mnet_jax/configs/fashion_mnist.py or imagenet.py) at the grid's top resolution."""
   parsed = parse(arg)
   config = BASES[parsed.data].get_config("runlocal" if parsed.runlocal else None)
   config.alpha = 1.0

@@ -246,8 +246,8 @@ def batches_rate(batches, batch, num_batches):
 
 
 def fashion_mnist_pipeline_rate(resolution, batch, num_batches):
-  """img/s of the training batches of experiments/fashion_mnist.py (IDX files, shuffle, flip; uint8 out)."""
-  from experiments import fashion_mnist
+  """img/s of the training batches of mnet_jax/configs/fashion_mnist.py (IDX files, shuffle, flip; uint8 out)."""
+  from mnet_jax.configs import fashion_mnist
   from mnet_jax import data as data_lib
   config = fashion_mnist.get_config(f"resolution={resolution}")
   config.batch_size = batch
@@ -259,7 +259,7 @@ def imagenet_pipeline_rate(resolution, batch, num_batches):
   window, resize, flip) under tf.data, on bench_pipeline's synthetic ImageNet-like JPEGs; the input modes against
   each other: `--pipeline` (bench_pipeline.py)."""
   import tensorflow as tf
-  from experiments import imagenet
+  from mnet_jax.configs import imagenet
   from mnet_jax import bench_pipeline, data as data_lib
   data_lib.hide_gpus_from_tensorflow()
   min_area = imagenet.get_config().data.min_area

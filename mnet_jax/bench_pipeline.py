@@ -119,7 +119,7 @@ def records_of(jpegs):
 
 
 def config_for(resolution, batch):
-  from experiments import imagenet
+  from mnet_jax.configs import imagenet
   config = imagenet.get_config(f"resolution={resolution},recipe=modern")
   config.batch_size = batch
   config.data.shuffle_buffer = 256

@@ -43,7 +43,7 @@ def load(spec, command_line=()):
   """The locked config of "path.py[:arg]" with the command line's ("field", "text") overrides applied."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist; experiment configs are in experiments/*.py")
+    raise ConfigError(f"config file {path!r} does not exist; experiment configs are in mnet_jax/configs/*.py, sweeps in experiments/*.py")
   module = import_file(path)
   if not callable(getattr(module, "get_config", None)):
     raise ConfigError(f"{path!r} declares no get_config(); it is not an experiment config")

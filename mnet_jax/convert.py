@@ -13,7 +13,7 @@ and reshaping:
 
     python -m mnet_jax.convert --keras-h5 mobilenet_1_0_224_tf.h5 --alpha 1.0 --resolution 224 --out DIR
 
-writes DIR/config.json (experiments/imagenet_eval.py for that cell) and the variables as checkpoint step 0 in
+writes DIR/config.json (mnet_jax/configs/imagenet_eval.py for that cell) and the variables as checkpoint step 0 in
 DIR/checkpoints, so `python -m mnet_jax.evaluate --workdir DIR` evaluates it like any other run. In Python,
 `convert_keras_model(model, alpha, resolution, out)` does the same from a Keras model object (Keras 2 or 3) and
 `variables_from_keras_model(model, alpha)` returns the plain {'params', 'batch_stats'} dict.
@@ -197,7 +197,7 @@ def variables_from_h5(path, alpha, num_classes=IMAGENET_CLASSES):
 
 
 def eval_config(alpha, resolution, data_dir=None):
-  from experiments import imagenet_eval
+  from mnet_jax.configs import imagenet_eval
   config = imagenet_eval.get_config(f"alpha={alpha},resolution={resolution}")
   if data_dir is not None and not os.path.isdir(data_dir):
     raise ConfigError(f"--data-dir {data_dir!r} is not a directory")
@@ -206,7 +206,7 @@ def eval_config(alpha, resolution, data_dir=None):
 
 
 def write_workdir(variables, alpha, resolution, out, source, data_dir=None):
-  """Writes out/config.json (experiments/imagenet_eval.py for the cell, reading imagenet2012 from tfds's
+  """Writes out/config.json (mnet_jax/configs/imagenet_eval.py for the cell, reading imagenet2012 from tfds's
   `data_dir`, None for tfds's default) and `variables` as checkpoint step 0."""
   import jax
   import jax.numpy as jnp

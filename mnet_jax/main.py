@@ -1,4 +1,4 @@
-"""Command line: `python -m mnet_jax.main --config experiments/fashion_mnist.py:alpha=0.5 --workdir DIR`.
+"""Command line: `python -m mnet_jax.main --config mnet_jax/configs/fashion_mnist.py:alpha=0.5 --workdir DIR`.
 
 Further fields are overridden with `--config.section.field=value`. Multi-host: start the same command with
 `--multihost` on every host, with JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
@@ -14,7 +14,7 @@ from mnet_jax.errors import OneLineArgumentParser, exit_on_config_error
 @exit_on_config_error
 def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m mnet_jax.main", description=__doc__.splitlines()[0])
-  parser.add_argument("--config", required=True, help="experiment config file, path.py[:arg] (experiments/*.py)")
+  parser.add_argument("--config", required=True, help="experiment config file, path.py[:arg] (mnet_jax/configs/*.py)")
   parser.add_argument("--workdir", required=True, help="directory for checkpoints, config.json and metrics.jsonl")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() first (one process per host)")

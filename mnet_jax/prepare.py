@@ -1,6 +1,6 @@
 r"""Writes a low-resolution copy of a tfds image dataset once, for the prepared input modes.
 
-  python -m mnet_jax.prepare --config experiments/imagenet.py:resolution=128 --out /data/imagenet-160 \
+  python -m mnet_jax.prepare --config mnet_jax/configs/imagenet.py:resolution=128 --out /data/imagenet-160 \
       --config.data.data_dir=/data/tfds [--size 160] [--formats prepared_jpeg,uint8_store]
 
 Both splits of the config (data.train_split, data.eval_split) are resized so that the shorter side is --size
@@ -226,7 +226,7 @@ def check_prepared(config, mode):
 @exit_on_config_error
 def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m mnet_jax.prepare", description=__doc__.splitlines()[0])
-  parser.add_argument("--config", required=True, help="experiment config file, path.py[:arg] (experiments/*.py)")
+  parser.add_argument("--config", required=True, help="experiment config file, path.py[:arg] (mnet_jax/configs/*.py)")
   parser.add_argument("--out", required=True, help="directory of the prepared copy (created; resumed when it exists)")
   parser.add_argument("--size", type=int, help="shorter side stored, in px (default: 1.25x config.resolution)")
   parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, from {', '.join(FORMATS)}")

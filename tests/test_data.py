@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import fashion_mnist, imagenet
+from mnet_jax.configs import fashion_mnist, imagenet
 from mnet_jax import data
 from mnet_jax.errors import ConfigError
 

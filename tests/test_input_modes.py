@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import imagenet
+from mnet_jax.configs import imagenet
 from mnet_jax import bench_pipeline, data, prepare
 from mnet_jax.errors import ConfigError
 

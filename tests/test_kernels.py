@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments import fashion_mnist
+from mnet_jax.configs import fashion_mnist
 from mnet_jax import metrics, train
 from mnet_jax.errors import ConfigError
 from mnet_jax.ops import resolve_kernels

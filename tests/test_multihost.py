@@ -48,10 +48,10 @@ class Case:
 
 COMMON = ["--config.num_steps=4", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1",
           "--config.wandb.mode=disabled"]
-IMAGENET = ["--config", "experiments/imagenet.py:runlocal", "--config.eval_every_steps=0", *COMMON]
+IMAGENET = ["--config", "mnet_jax/configs/imagenet.py:runlocal", "--config.eval_every_steps=0", *COMMON]
 PREPARED = "--config.data.prepared_dir={prepared}"  # the test fills in the prepared copy's directory
 CASES = {
-    "fashion_mnist": Case(["--config", "experiments/fashion_mnist.py:runlocal", "--config.model.stem_stride=2",
+    "fashion_mnist": Case(["--config", "mnet_jax/configs/fashion_mnist.py:runlocal", "--config.model.stem_stride=2",
                            "--config.data.max_eval_examples=64", *COMMON]),
     "imagenet_mock_jpeg": Case(IMAGENET, mock=True, order_independent_of_processes=False),
     "imagenet_mock_prepared_jpeg": Case([*IMAGENET, "--config.data.input_mode=prepared_jpeg", PREPARED],
@@ -64,7 +64,7 @@ CASES = {
 def prepared(tmp_path_factory):
   """Both prepared formats of mock ImageNet, written once for the module."""
   import tensorflow_datasets as tfds
-  from experiments import imagenet
+  from mnet_jax.configs import imagenet
   from mnet_jax import prepare
   out = str(tmp_path_factory.mktemp("prepared"))
   with tfds.testing.mock_data(num_examples=80):

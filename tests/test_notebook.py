@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "notebooks", "analysis.ipynb")
 
 TINY_SWEEP = '''
-from experiments import fashion_mnist
+from mnet_jax.configs import fashion_mnist
 
 
 def get_config(arg=None):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import imagenet
+from mnet_jax.configs import imagenet
 from mnet_jax import data, metrics, prepare, train
 from mnet_jax.errors import ConfigError
 
@@ -26,7 +26,7 @@ from mnet_jax import prepare
 with tfds.testing.mock_data(num_examples={NUM_EXAMPLES}):
   prepare.main(sys.argv[1:])
 """
-FLAGS = ["--config", "experiments/imagenet.py:runlocal", "--shard_size", "4", "--size", "40"]
+FLAGS = ["--config", "mnet_jax/configs/imagenet.py:runlocal", "--shard_size", "4", "--size", "40"]
 
 
 def run_prepare(out, *flags):

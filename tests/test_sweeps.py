@@ -20,7 +20,7 @@ DETERMINISTIC_COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", 
                          "status")
 
 TINY_BASE = '''
-from experiments import fashion_mnist
+from mnet_jax.configs import fashion_mnist
 
 
 def get_config(arg=None):
@@ -136,7 +136,7 @@ def test_unknown_sweep_name(tmp_path):
 
 
 def test_config_without_a_sweep(tmp_path):
-  result = launch("--config", "experiments/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
+  result = launch("--config", "mnet_jax/configs/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "declares no sweep()", "grid16.py")
 
 

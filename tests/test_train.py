@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import fashion_mnist, imagenet
+from mnet_jax.configs import fashion_mnist, imagenet
 from mnet_jax import checkpoint, config_file, evaluate, metrics, optim, train, workdir
 from mnet_jax.errors import ConfigError
 
@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINAL_KEYS = {"final", "step", "test_top1", "test_top5", "mult_adds", "params", "trainable_params", "train_seconds",
               "images_per_second", "alpha", "resolution", "variant", "kernels"}
 # A tiny Fashion-MNIST run: alpha 0.25, 32 px, stride-2 stem, batch 32, 1024 training images.
-TINY_FLAGS = ["--config", "experiments/fashion_mnist.py:runlocal", "--config.model.stem_stride=2",
+TINY_FLAGS = ["--config", "mnet_jax/configs/fashion_mnist.py:runlocal", "--config.model.stem_stride=2",
               "--config.log_every_steps=1"]
 
 
@@ -101,12 +101,12 @@ def test_a_refused_config_writes_nothing(tmp_path):
 
 
 def test_the_recipe_is_a_config_argument_that_sets_the_optimizer():
-  paper = config_file.load("experiments/imagenet.py")
-  modern = config_file.load("experiments/imagenet.py:recipe=modern")
+  paper = config_file.load("mnet_jax/configs/imagenet.py")
+  modern = config_file.load("mnet_jax/configs/imagenet.py:recipe=modern")
   assert (paper.optim.optimizer, modern.optim.optimizer) == ("rmsprop", "sgd_nesterov")
   assert modern.optim.to_dict() == optim.recipe_config("modern").to_dict()
   with pytest.raises(ConfigError, match="config field 'recipe' does not exist"):
-    config_file.load("experiments/imagenet.py", [("recipe", "modern")])
+    config_file.load("mnet_jax/configs/imagenet.py", [("recipe", "modern")])
 
 
 def test_chrono_counts_neither_the_first_step_nor_pauses(monkeypatch):

@@ -1,6 +1,6 @@
 r"""ImageNet (tfds `imagenet2012`, prepared from the manual download; see docs/training.md) at any alpha and resolution.
 
-  python -m mnet_jax.main --config experiments/imagenet.py:alpha=0.5,resolution=160 --workdir runs/0.5-160 \
+  python -m mnet_jax.main --config mnet_jax/configs/imagenet.py:alpha=0.5,resolution=160 --workdir runs/0.5-160 \
       --config.data.manual_dir=/data/imagenet/tars --config.data.data_dir=/data/tfds
 
 The default recipe is `paper` (TF-Slim's RMSprop setting, no weight decay on depthwise filters, inception
@@ -9,7 +9,7 @@ SGD-Nesterov + warmup-cosine + label smoothing + EMA with the usual 8% minimum c
 `runlocal` shrinks everything to a few steps on a handful of images (used by the tests with mock data).
 """
 
-from experiments import common
+from mnet_jax.configs import common
 
 
 def get_config(arg=None):

@@ -4,7 +4,7 @@ r"""Evaluating official Keras MobileNet V1 weights (converted by mnet_jax.conver
   python -m mnet_jax.evaluate --workdir runs/keras/1.0-224
 
 The converter writes this config (for its alpha and resolution) as the workdir's config.json. It is
-experiments/imagenet.py with the Keras layout spelled out (the model's defaults, fixed here so that a change of
+mnet_jax/configs/imagenet.py with the Keras layout spelled out (the model's defaults, fixed here so that a change of
 defaults cannot silently break the imported weights: ReLU6, BN epsilon 1e-3, stride-2 stem, widths
 max(int(d * alpha), 8), which equal Keras's int(d * alpha) for alpha >= 0.25; 1000 classes come from the
 dataset and inputs are scaled to [-1, 1] by the pipeline) and the
@@ -12,7 +12,7 @@ evaluation protocol of the published numbers: tfds `imagenet2012` split `validat
 batch padded and masked, none dropped), the central 87.5 % of the shorter side resized to the resolution.
 """
 
-from experiments import common, imagenet
+from mnet_jax.configs import common, imagenet
 
 
 def get_config(arg=None):

@@ -1,6 +1,6 @@
 r"""Fashion-MNIST on this CPU: 28-px grayscale images resized to `resolution`, read offline from Debian's files.
 
-  python -m mnet_jax.main --config experiments/fashion_mnist.py:alpha=0.5,resolution=32 --workdir /tmp/w
+  python -m mnet_jax.main --config mnet_jax/configs/fashion_mnist.py:alpha=0.5,resolution=32 --workdir /tmp/w
 
 The stem has stride 1 (the small-image option: a stride-2 stem leaves a 32-px image 1x1 before the last
 blocks) and the recipe is the modern one with a one-cycle-like schedule: SGD-Nesterov, short linear warmup
@@ -12,7 +12,7 @@ conv's effective step is about lr / |w|^2, and this model's He-normal init (fan_
 command's accuracy and time: the README's results table.
 """
 
-from experiments import common
+from mnet_jax.configs import common
 
 
 def get_config(arg=None):
