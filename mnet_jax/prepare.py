@@ -22,6 +22,10 @@ import sys
 import numpy as np
 
 from mnet_jax import config_file, process
+from mnet_jax.data.jpeg_ops import decode_image
+from mnet_jax.data.prepared import MANIFEST, read_json
+from mnet_jax.data.records import pipeline_options
+from mnet_jax.data.tfds_source import split_size, tfds_builder
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from mnet_jax.workdir import write_atomically
 
@@ -33,14 +37,6 @@ def default_size(resolution):
   return int(round(SIZE_FACTOR * resolution))
 
 
-def read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def sha256(data):
   return hashlib.sha256(data).hexdigest()
 
@@ -48,10 +44,9 @@ def sha256(data):
 def resized_and_encoded(size, quality, formats):
   """A tf function: image bytes -> (JPEG bytes of the image with shorter side `size`, its central square)."""
   import tensorflow as tf
-  from mnet_jax import data
 
-  def process(image_bytes):
-    image = data.decode_image(image_bytes)
+  def resize_and_encode(image_bytes):
+    image = decode_image(image_bytes)
     shape = tf.shape(image)
     scale = size / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
     new_shape = tf.maximum(tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32), size)
@@ -65,7 +60,7 @@ def resized_and_encoded(size, quality, formats):
       square = tf.zeros([0, 0, 3], tf.uint8)
     return jpeg, square
 
-  return process
+  return resize_and_encode
 
 
 def tf_example(jpeg, label):
@@ -94,8 +89,7 @@ def prepare_split(builder, split, out, settings, bar):
   """Writes one split shard by shard, skipping the shards recorded as done; returns its manifest entry."""
   import tensorflow as tf
   import tensorflow_datasets as tfds
-  from mnet_jax import data
-  count = data.split_size(builder, split)
+  count = split_size(builder, split)
   shard_size, size, formats = settings["shard_size"], settings["size"], settings["formats"]
   num_shards = -(-count // shard_size)
   done_path = lambda k: os.path.join(out, ".done", f"{split}-{k:05d}.json")  # noqa: E731
@@ -110,11 +104,11 @@ def prepare_split(builder, split, out, settings, bar):
   if first < num_shards:
     image_key, label_key = builder.info.supervised_keys
     ds = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()},
-                            read_config=tfds.ReadConfig(options=data.pipeline_options()))
-    process = resized_and_encoded(size, settings["quality"], formats)
+                            read_config=tfds.ReadConfig(options=pipeline_options()))
+    encode = resized_and_encoded(size, settings["quality"], formats)
     ds = ds.take(count).skip(first * shard_size).map(
-        lambda ex: (*process(ex[image_key]), tf.cast(ex[label_key], tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(shard_size).prefetch(1).with_options(data.pipeline_options())
+        lambda ex: (*encode(ex[image_key]), tf.cast(ex[label_key], tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(shard_size).prefetch(1).with_options(pipeline_options())
     for k, (jpegs, squares, labels) in zip(range(first, num_shards), tfds.as_numpy(ds)):
       record = {"count": len(labels), "labels_sha256": sha256(labels.astype(np.int32).tobytes()),
                 "labels": labels.tolist()}
@@ -150,7 +144,6 @@ def prepare_split(builder, split, out, settings, bar):
 def prepare(config, out, size=None, formats=FORMATS, quality=95, shard_size=1024):
   """Writes (or finishes) the prepared copy of config's dataset in `out`; returns the manifest."""
   import tqdm
-  from mnet_jax import data
   from mnet_jax.models.mobilenet_v1 import check_resolution
   check_resolution(config.resolution)
   size = default_size(config.resolution) if size is None else size
@@ -164,8 +157,10 @@ def prepare(config, out, size=None, formats=FORMATS, quality=95, shard_size=1024
     raise ConfigError(f"--quality {quality} is not allowed: it must be in [90, 100]")
   if shard_size < 1:
     raise ConfigError(f"--shard-size {shard_size} is not allowed: it must be >= 1")
-  data.hide_gpus_from_tensorflow()
-  builder = data.tfds_builder(config.data)
+  process.hide_gpus_from_tensorflow()
+  hint = ("; training reads Fashion-MNIST from its IDX files (data.fashion_mnist_dir) without a prepared copy"
+          if config.data.name == "fashion_mnist" else "")
+  builder = tfds_builder(config.data, hint)
   splits = list(dict.fromkeys((config.data.train_split, config.data.eval_split)))
   settings = {"source": config.data.name, "version": str(builder.info.version), "size": size, "quality": quality,
               "formats": [f for f in FORMATS if f in formats], "shard_size": shard_size, "splits": splits}
@@ -181,12 +176,12 @@ def prepare(config, out, size=None, formats=FORMATS, quality=95, shard_size=1024
                       f"{', '.join(f'{k}={plan.get(k)!r}' for k in changed)}); use a new directory or those settings")
   os.makedirs(os.path.join(out, ".done"), exist_ok=True)
   write_atomically(plan_path, json.dumps(settings, indent=2, sort_keys=True))
-  manifest_path = os.path.join(out, "manifest.json")
+  manifest_path = os.path.join(out, MANIFEST)
   manifest = read_json(manifest_path)
   if manifest is not None:
     return manifest
   label_key = builder.info.supervised_keys[1]
-  counts = {split: data.split_size(builder, split) for split in splits}
+  counts = {split: split_size(builder, split) for split in splits}
   bar = tqdm.tqdm(total=sum(counts.values()), unit="img", dynamic_ncols=True, disable=not sys.stderr.isatty())
   manifest = {**{k: v for k, v in settings.items() if k != "splits"},
               "num_classes": builder.info.features[label_key].num_classes, "splits": {}}
@@ -194,32 +189,6 @@ def prepare(config, out, size=None, formats=FORMATS, quality=95, shard_size=1024
     manifest["splits"][split] = prepare_split(builder, split, out, settings, bar)
   bar.close()
   write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
-  return manifest
-
-
-def check_prepared(config, mode):
-  """The manifest of config.data.prepared_dir, checked against the config; one line when it does not fit."""
-  directory = config.data.prepared_dir
-  command = f"`python -m mnet_jax.prepare --config ... --out {directory}`"
-  if not os.path.isdir(directory):
-    raise ConfigError(f"data.prepared_dir={directory!r} is not a directory; write it with {command}")
-  manifest = read_json(os.path.join(directory, "manifest.json"))
-  if manifest is None:
-    raise ConfigError(f"data.prepared_dir={directory!r} holds no manifest.json (not prepared, or not finished); "
-                      f"finish it with {command}")
-  if manifest["source"] != config.data.name:
-    raise ConfigError(f"data.prepared_dir={directory!r} holds a copy of {manifest['source']!r}, not of "
-                      f"data.name={config.data.name!r}")
-  if mode not in manifest["formats"]:
-    raise ConfigError(f"data.prepared_dir={directory!r} holds {', '.join(manifest['formats'])}, not "
-                      f"data.input_mode={mode!r}; prepare it with --formats {mode}")
-  for split in (config.data.train_split, config.data.eval_split):
-    if split not in manifest["splits"]:
-      raise ConfigError(f"data.prepared_dir={directory!r} has no split {split!r}; it has "
-                        f"{', '.join(manifest['splits'])}")
-  if manifest["size"] < config.resolution:
-    raise ConfigError(f"data.prepared_dir={directory!r} stores {manifest['size']} px (shorter side), less than "
-                      f"resolution={config.resolution}; prepare a copy with --size >= {config.resolution}")
   return manifest
 
 

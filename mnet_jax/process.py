@@ -53,6 +53,12 @@ def initialize_distributed():
                       "run under SLURM)") from None
 
 
+def hide_gpus_from_tensorflow():
+  """TensorFlow only feeds data; keep it off the accelerators that JAX uses."""
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+
+
 def setup_process(multihost=False):
   """Malloc mode for XLA:CPU, the persistent compilation cache, multi-host start (`multihost`: one process per
   host, from JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID or a cluster jax.distributed detects),
@@ -70,6 +76,5 @@ def setup_process(multihost=False):
   if multihost:
     initialize_distributed()
   if not host_memory.jax_will_run_on_cpu():  # on a CPU-only machine TensorFlow has no GPU to take
-    from mnet_jax import data
-    data.hide_gpus_from_tensorflow()
+    hide_gpus_from_tensorflow()
   _done = True
