@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import socket
+import time
 
 import jax
 import numpy as np
@@ -141,18 +143,44 @@ def test_resolution_below_32():
     data.build(config)
 
 
-def test_missing_fashion_mnist_files_with_no_network(tmp_path, monkeypatch):
-  # The directory is empty, so tfds tries to download; this machine reaches no dataset host. tfds retries with
-  # exponential backoff for about 3 minutes before giving up; the test asks it not to retry.
+def no_network(*args, **kwargs):
+  """socket.getaddrinfo on a machine with no network: no host name resolves, so nothing is contacted."""
+  raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def test_the_no_network_fake_makes_tfds_downloads_fail_as_offline(tmp_path, monkeypatch):
+  import requests
   from tensorflow_datasets.core.download import downloader
-  monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
-  config = small_fashion_config(fashion_mnist_dir=str(tmp_path), data_dir=str(tmp_path))
+  monkeypatch.setattr(socket, "getaddrinfo", no_network)
+  monkeypatch.setattr(downloader, "MAX_RETRIES", 0)  # tfds alone: the error below after about 3 minutes
+  with pytest.raises(requests.ConnectionError, match="NameResolutionError"):
+    tfds.builder("fashion_mnist", data_dir=str(tmp_path)).download_and_prepare()
+
+
+def test_missing_fashion_mnist_files_with_no_network_fail_in_seconds_naming_the_directories(tmp_path, monkeypatch):
+  # With or without a network here, the test runs offline: tfds would download into tmp_path otherwise.
+  monkeypatch.setattr(socket, "getaddrinfo", no_network)
+  config = small_fashion_config(fashion_mnist_dir=str(tmp_path / "idx"), data_dir=str(tmp_path))
+  start = time.monotonic()
   with pytest.raises(ConfigError) as error:
     data.build(config)
+  assert time.monotonic() - start < 30  # tfds's own retries take minutes
   message = str(error.value)
   assert "\n" not in message
-  assert message.startswith("cannot prepare tfds dataset 'fashion_mnist'")
+  assert message.startswith(f"cannot prepare tfds dataset 'fashion_mnist' in {tmp_path}: it is not there and its "
+                            "download host fashion-mnist.s3-website.eu-central-1.amazonaws.com (NameResolutionError) "
+                            "cannot be reached; build it with `tfds build fashion_mnist --data_dir ")
+  assert f"data.fashion_mnist_dir='{tmp_path / 'idx'}'" in message
   assert "apt-get install dataset-fashion-mnist" in message
+  assert os.listdir(tmp_path) == []  # nothing downloaded, nothing written
+
+
+def test_tfds_dataset_not_prepared_with_downloads_off_names_the_build_command(tmp_path):
+  config = small_fashion_config(name="cifar10", data_dir=str(tmp_path), download=False)
+  with pytest.raises(ConfigError, match=rf"^cannot prepare tfds dataset 'cifar10' in {tmp_path}: it is not there and "
+                                        rf"data.download is off; build it with `tfds build cifar10 --data_dir "
+                                        rf"{tmp_path}` on a machine with a network and copy the directory here$"):
+    data.build(config)
 
 
 def test_missing_fashion_mnist_files_with_downloads_off(tmp_path):

@@ -26,6 +26,16 @@ from mnet_jax import prepare
 with tfds.testing.mock_data(num_examples={NUM_EXAMPLES}):
   prepare.main(sys.argv[1:])
 """
+# The command line on a machine with no network: no host name resolves (so no dataset host is contacted).
+OFFLINE_PREPARE = """
+import socket
+import sys
+def no_network(*args, **kwargs):
+  raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+socket.getaddrinfo = no_network
+from mnet_jax import prepare
+prepare.main(sys.argv[1:])
+"""
 FLAGS = ["--config", "mnet_jax/configs/imagenet.py:runlocal", "--shard_size", "4", "--size", "40"]
 
 
@@ -132,3 +142,16 @@ def test_command_line_bad_flag_is_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "error: --formats 'png' is not allowed; choose from prepared_jpeg, uint8_store")
   assert not (tmp_path / "o").exists()
+
+
+def test_command_line_with_neither_the_dataset_nor_a_network_is_one_line_within_seconds(tmp_path):
+  start = time.monotonic()
+  result = subprocess.run([sys.executable, "-c", OFFLINE_PREPARE, "--config", "mnet_jax/configs/fashion_mnist.py",
+                           "--out", str(tmp_path / "o"), f"--config.data.data_dir={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=400)
+  assert time.monotonic() - start < 120  # the start of Python, JAX and TensorFlow included; tfds retries for minutes
+  assert result.returncode != 0
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"error: cannot prepare tfds dataset 'fashion_mnist' in {tmp_path}: it is not there and ")
+  assert f"`tfds build fashion_mnist --data_dir {tmp_path}`" in line
+  assert os.listdir(tmp_path) == []
