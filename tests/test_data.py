@@ -198,3 +198,33 @@ def test_corrupt_fashion_mnist_file(tmp_path):
     f.write(b"\x00\x00\x08\x01" + b"\x00" * 20)
   with pytest.raises(ConfigError, match="cannot read Fashion-MNIST"):
     data.build(small_fashion_config(fashion_mnist_dir=str(tmp_path)))
+
+
+def mnet_jax_imports(path):
+  """The mnet_jax modules a file imports, at the top or inside functions."""
+  import ast
+  found = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      found.update(a.name for a in node.names if a.name.startswith("mnet_jax"))
+    elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnet_jax"):
+      found.add(node.module)
+      found.update(f"{node.module}.{a.name}" for a in node.names)  # `from mnet_jax import data` names a module
+  return found
+
+
+def test_the_data_package_prepare_and_process_import_in_one_direction():
+  import pathlib
+  root = pathlib.Path(data.__file__).parent.parent
+  modules = {".".join(("mnet_jax", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+  graph = {name: {m for m in mnet_jax_imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+  def reaches(start, goal, seen=()):
+    return any(m == goal or (m not in seen and reaches(m, goal, (*seen, m))) for m in graph[start])
+
+  ours = [name for name in modules if name.startswith("mnet_jax.data") or name in ("mnet_jax.prepare",
+                                                                                    "mnet_jax.process")]
+  assert [name for name in ours if reaches(name, name)] == []
+  assert any(m.startswith("mnet_jax.data") for m in graph["mnet_jax.prepare"])
+  assert not any(m.startswith("mnet_jax.data") for m in graph["mnet_jax.process"])
