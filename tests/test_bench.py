@@ -42,7 +42,7 @@ def test_tiny_run_prints_json_lines():
 
 
 def test_commit_names_the_checkout(tmp_path, monkeypatch):
-  from mnet_jax.bench import code_commit
+  from mnet_jax.machine import code_commit
   monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
   repo = tmp_path / "repo"
   repo.mkdir()
@@ -93,7 +93,7 @@ def test_torch_peer_is_built_from_architecture(kernel_sizes, split):
   """The peer has the module's layers: its parameters (conv and FC weights, BatchNorm scale and bias, FC bias)
   number as many as the Flax module's, and a MixConv layer is one depthwise conv per group."""
   import torch
-  from mnet_jax.bench import torch_model
+  from mnet_jax.bench.torch_peer import torch_model
   from mnet_jax.count import count
   from mnet_jax.models import architecture
   model = torch_model(architecture(0.5, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes,
