@@ -26,19 +26,29 @@ def random_batch(resolution, batch, num_classes, seed=0):
   return {"images": images, "labels": rng.integers(0, num_classes, batch).astype(np.int32)}
 
 
-def jax_runs(model, resolution, batch, device):
-  """(train, infer): one training step and one inference forward of `model` (bench.model.Model) on `device`, each
-  a function that blocks until done; both compiled and run once."""
-  mesh = Mesh(np.array([device]), ("data",))
-  tx = optax.sgd(LEARNING_RATE, MOMENTUM)
-  config = ml_collections.ConfigDict({"seed": 0, "optim": {"ema_decay": 0.0}})  # what init_state reads
-  state, _ = train.init_state(model.module, tx, config, mesh)
-  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-  inputs = jax.device_put(random_batch(resolution, batch, model.num_classes), batch_sharding)
-  step = jax.jit(lambda s, b: train.train_step(s, data_lib.on_device(b, resolution), model=model.module, tx=tx,
+def jitted_step(model, resolution, tx):
+  """`train.train_step` for `model` (bench.model.Model) and optimizer `tx`, jitted as the trainer jits it."""
+  return jax.jit(lambda s, b: train.train_step(s, data_lib.on_device(b, resolution), model=model.module, tx=tx,
                                                learning_rate=optax.constant_schedule(LEARNING_RATE),
                                                num_classes=model.num_classes, label_smoothing=0.0, ema_decay=0.0),
                  donate_argnums=0)
+
+
+def initial_state(model, tx, device):
+  """The trainer's TrainState for `model` on a mesh of `device` alone, and that mesh."""
+  mesh = Mesh(np.array([device]), ("data",))
+  config = ml_collections.ConfigDict({"seed": 0, "optim": {"ema_decay": 0.0}})  # the fields init_state reads
+  return train.init_state(model.module, tx, config, mesh)[0], mesh
+
+
+def jax_runs(model, resolution, batch, device):
+  """(train, infer): one training step and one inference forward of `model` (bench.model.Model) on `device`, each
+  a function that blocks until done; both compiled and run once."""
+  tx = optax.sgd(LEARNING_RATE, MOMENTUM)
+  state, mesh = initial_state(model, tx, device)
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  inputs = jax.device_put(random_batch(resolution, batch, model.num_classes), batch_sharding)
+  step = jitted_step(model, resolution, tx)
   forward = jax.jit(functools.partial(model.module.apply, train=False))
 
   def train_run():
