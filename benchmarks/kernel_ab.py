@@ -5,9 +5,9 @@ r"""The CPU kernels of mnet_jax/ops/, each against the plain XLA form it replace
 For each setting it builds the training step that `mnet_jax.bench` times (the trainer's `train.train_step` with an
 SGD-momentum update, jitted, state donated; mnet_jax/bench/jax_runner.py) once with every kernel (`all`), and once
 with each kernel swapped for what it replaces (`depthwise=xla`, `depthwise=shifted_vjp`, `pointwise=dot`,
-`batchnorm=reference`, `stem=xla_conv`), then times one step of each variant in turn, `--rounds` times, and prints the median
-milliseconds a step and its ratio to `all` (> 1: the kernel makes the step that much faster). Same process,
-same inputs, in turns, so a slow spell of the machine falls on every variant. CPU only.
+`batchnorm=reference`, `stem=xla_conv`), then times one step of each variant in turn, `--rounds` times, and prints
+the median milliseconds a step and its ratio to `all` (> 1: the kernel makes the step that much faster). Same
+process, same inputs, in turns, so a slow spell of the machine falls on every variant. CPU only.
 """
 
 import argparse

@@ -30,7 +30,8 @@ from mnet_jax.ops.depthwise import CHOICES, resolve_impl
 
 
 def parser():
-  p = OneLineArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = OneLineArgumentParser(prog="python -m mnet_jax.bench", description=__doc__.splitlines()[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--setting", action="append", type=str, metavar="ALPHA,RES,BATCH,DTYPE",
                  help="repeatable; default: the acceptance set of the device")
   p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
