@@ -1,5 +1,5 @@
-"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys; the scripts in
-benchmarks/ run as the docs give them."""
+"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys; the step it times
+is the trainer's; the PyTorch twin has the model's layers; the scripts in benchmarks/ run as the docs give them."""
 
 import json
 import os
