@@ -2,7 +2,7 @@ r"""How far the `jpeg` input mode can go: its per-image cost beside the parts of
 
   python benchmarks/jpeg_decode_floor.py [--images 200] [--resolution 128] [--rounds 3]
 
-On the benchmark's synthetic ImageNet-like JPEGs (`mnet_jax.bench_pipeline.synthetic_jpegs`), each operation
+On the benchmark's synthetic ImageNet-like JPEGs (`mnet_jax.bench.jpegs.synthetic_jpegs`), each operation
 runs as a tf.data map on one thread over all images (reduced to its maximum pixel, so that Python does not time
 itself and no output can be skipped), in turn, `--rounds` times (the best round kept); it prints milliseconds per
 image, images/s and the baseline's time over each. libjpeg must entropy-decode (Huffman) every block above and
@@ -30,10 +30,11 @@ def main():
   import tensorflow as tf
   tf.config.threading.set_inter_op_parallelism_threads(1)
   tf.config.threading.set_intra_op_parallelism_threads(1)
-  from mnet_jax import bench_pipeline, data
-  from mnet_jax.bench_pipeline import cpu_model
+  from mnet_jax import data
+  from mnet_jax.bench.jpegs import synthetic_jpegs
+  from mnet_jax.machine import cpu_model
 
-  jpegs = bench_pipeline.synthetic_jpegs(args.images, seed=0)
+  jpegs = synthetic_jpegs(args.images, seed=0)
   seeds = np.array([[0, i] for i in range(len(jpegs))], np.int64)
   r = args.resolution
   operations = {

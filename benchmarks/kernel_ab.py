@@ -2,12 +2,12 @@ r"""The CPU kernels of mnet_jax/ops/, each against the plain XLA form it replace
 
   python benchmarks/kernel_ab.py [--rounds 5] [--setting ALPHA,RES,BATCH,STEM_STRIDE ...] [--variant NAME ...]
 
-For each setting it builds the training step of `mnet_jax.bench` (forward, backward, SGD-momentum update,
-BatchNorm statistics, jitted, state donated) once with every kernel (`all`), and once with each kernel swapped
-for what it replaces (`depthwise=xla`, `depthwise=shifted_vjp`, `pointwise=dot`, `batchnorm=reference`,
-`stem=xla_conv`), then times one step of each variant in turn, `--rounds` times, and prints the median
-milliseconds a step and its ratio to `all` (> 1: the kernel makes the step that much faster). Same process,
-same inputs, in turns, so a slow spell of the machine falls on every variant. CPU only.
+For each setting it builds the training step that `mnet_jax.bench` times (the trainer's `train.train_step` with an
+SGD-momentum update, jitted, state donated; mnet_jax/bench/jax_runner.py) once with every kernel (`all`), and once
+with each kernel swapped for what it replaces (`depthwise=xla`, `depthwise=shifted_vjp`, `pointwise=dot`,
+`batchnorm=reference`, `stem=xla_conv`), then times one step of each variant in turn, `--rounds` times, and prints
+the median milliseconds a step and its ratio to `all` (> 1: the kernel makes the step that much faster). Same
+process, same inputs, in turns, so a slow spell of the machine falls on every variant. CPU only.
 """
 
 import argparse
@@ -52,12 +52,12 @@ def main():
   args = parser.parse_args()
   process.setup_process()  # as the training entry points do
   import jax
-  from mnet_jax import bench
-  from mnet_jax.bench_pipeline import cpu_model
-  from mnet_jax.models import MobileNetV1
+  from mnet_jax import machine
+  from mnet_jax.bench import jax_runner, model as model_lib
+  from mnet_jax.bench.timing import timed
   device = jax.devices("cpu")[0]
-  print(f"machine={cpu_model()}, {bench.machine(device)}, "
-        f"date={datetime.date.today().isoformat()}, commit={bench.code_commit()}, jax={jax.__version__}")
+  print(f"machine={machine.describe(device)}, "
+        f"date={datetime.date.today().isoformat()}, commit={machine.code_commit()}, jax={jax.__version__}")
   print(f"{'alpha':>5} {'res':>4} {'batch':>5} {'stem':>4} | {'variant':<20} {'ms/step':>9} {'slower':>7}")
   for setting in args.setting or SETTINGS:
     alpha, resolution, batch, stem_stride = setting.split(",")
@@ -67,12 +67,12 @@ def main():
     for name in names:
       impl = name.split("=")[1] if name.startswith("depthwise=") else "auto"
       with variant(name):
-        model = MobileNetV1(alpha=alpha, num_classes=bench.NUM_CLASSES, stem_stride=stem_stride, depthwise_impl=impl)
-        steps[name], _ = bench.jax_runs(model, resolution, batch, device)
+        model = model_lib.mobilenet_v1(alpha, stem_stride=stem_stride, depthwise_impl=impl)
+        steps[name], _ = jax_runner.jax_runs(model, resolution, batch, device)
     times = {name: [] for name in names}
     for _ in range(args.rounds):
       for name in names:
-        times[name].append(bench.time_calls(steps[name], 1))
+        times[name].append(timed(steps[name]).seconds)
     base = statistics.median(times["all"])
     for name in names:
       median = statistics.median(times[name])

@@ -1,5 +1,5 @@
-"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys; the scripts in
-benchmarks/ run as the docs give them."""
+"""The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys; the step it times
+is the trainer's; the PyTorch twin has the model's layers; the scripts in benchmarks/ run as the docs give them."""
 
 import json
 import os
@@ -42,7 +42,7 @@ def test_tiny_run_prints_json_lines():
 
 
 def test_commit_names_the_checkout(tmp_path, monkeypatch):
-  from mnet_jax.bench import code_commit
+  from mnet_jax.machine import code_commit
   monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
   repo = tmp_path / "repo"
   repo.mkdir()
@@ -82,6 +82,29 @@ def test_gpu_check_runs_in_its_dry_form_on_the_cpu(tmp_path):
   assert table[4].startswith("peer twin (eager) at 0.25-32 b8 bfloat16: train jax")
 
 
+def test_bench_step_is_the_trainers_step():
+  """The step the bench times is train.train_step: one jitted step gives the trainer's loss, metrics and state."""
+  import jax
+  import numpy as np
+  import optax
+  from mnet_jax import train
+  from mnet_jax.bench import jax_runner, model as model_lib
+  model = model_lib.mobilenet_v1(0.25, num_classes=10, stem_stride=1, kernels="portable")
+  tx = optax.sgd(jax_runner.LEARNING_RATE, jax_runner.MOMENTUM)
+  batch = jax_runner.random_batch(32, 4, model.num_classes)
+  state, _ = jax_runner.initial_state(model, tx, jax.devices("cpu")[0])
+  expected_state, expected = train.train_step(state, batch, model=model.module, tx=tx,
+                                              learning_rate=optax.constant_schedule(jax_runner.LEARNING_RATE),
+                                              num_classes=10, label_smoothing=0.0, ema_decay=0.0)
+  new_state, metrics = jax_runner.jitted_step(model, 32, tx)(state, batch)
+  assert set(metrics) == {"loss", "top1", "learning_rate", "l2_grads", "l2_params", "l2_updates"}
+  for name in metrics:
+    np.testing.assert_allclose(metrics[name], expected[name], rtol=1e-4, err_msg=name)
+  assert int(new_state.step) == 1
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), new_state.params,
+               expected_state.params)
+
+
 def test_bad_kernel_sizes_is_one_line():
   result = run_bench("--kernel-sizes", "3,4")
   assert result.returncode != 0
@@ -93,11 +116,11 @@ def test_torch_peer_is_built_from_architecture(kernel_sizes, split):
   """The peer has the module's layers: its parameters (conv and FC weights, BatchNorm scale and bias, FC bias)
   number as many as the Flax module's, and a MixConv layer is one depthwise conv per group."""
   import torch
-  from mnet_jax.bench import torch_model
+  from mnet_jax.bench import model as model_lib
+  from mnet_jax.bench.torch_peer import torch_model
   from mnet_jax.count import count
-  from mnet_jax.models import architecture
-  model = torch_model(architecture(0.5, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes,
-                                   kernel_split=split))
+  model = torch_model(model_lib.mobilenet_v1(0.5, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes,
+                                             kernel_split=split).layers)
   totals = count(0.5, 32, num_classes=10, stem_stride=1, kernel_sizes=kernel_sizes, kernel_split=split)
   assert sum(p.numel() for p in model.parameters()) == totals["trainable_params"]
   depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]

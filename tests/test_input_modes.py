@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 
 from mnet_jax.configs import imagenet
-from mnet_jax import bench_pipeline, data, prepare
+from mnet_jax import data, prepare
+from mnet_jax.bench.jpegs import synthetic_jpegs
 from mnet_jax.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
 def jpegs():
-  return bench_pipeline.synthetic_jpegs(6, seed=1)
+  return synthetic_jpegs(6, seed=1)
 
 
 def test_jpeg_crop_takes_the_full_decode_crops_box_and_flip(jpegs):

@@ -17,6 +17,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 
+from mnet_jax.machine import cpu_model
+
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
 TARGETS = ("DepthwiseForward", "DepthwiseInputGrad", "DepthwiseKernelGrad", "ChannelMoments", "BatchNormActGradSums")
 
@@ -29,6 +31,7 @@ def compiler_flags():
 def library_error():
   """Compiles, loads and registers the kernels once; returns None, or why they cannot be used (no compiler, ...)."""
   compiler = os.environ.get("CXX", "g++")
+  # The CPU's model in the key: a cache shared by different machines keeps one -march=native build each.
   key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, *compiler_flags(), jax.__version__,
                                    platform.machine(), cpu_model()]).encode()).hexdigest()[:16]
   cache = cache_root()
@@ -71,15 +74,6 @@ def usable():
     warnings.warn(f"the C++ CPU kernels are unavailable ({error}); using the slower portable kernels")
     return False
   return True
-
-
-def cpu_model():
-  """The CPU's model line, so that a cache shared by different machines keeps one -march=native build each."""
-  try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      return next((line for line in cpuinfo if line.startswith("model name")), "")
-  except OSError:
-    return ""
 
 
 def call(target, result_shapes, *arrays, **attributes):
