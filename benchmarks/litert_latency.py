@@ -87,7 +87,8 @@ def main():
       rows.append(row)
       print(f"timed {alpha}-{resolution}", file=sys.stderr, flush=True)
   columns = [f"{key}_{t}t" for key in ("float32", "int8") for t in threads]
-  lines = [f"# LiteRT (ai-edge-litert, XNNPACK) batch-1 median ms; {machine()}; {datetime.datetime.now():%Y-%m-%d %H:%M}",
+  stamp = f"{datetime.datetime.now():%Y-%m-%d %H:%M}"
+  lines = [f"# LiteRT (ai-edge-litert, XNNPACK) batch-1 median ms; {machine()}; {stamp}",
            "| alpha | resolution | Mult-Adds | " + " | ".join(f"{c} ms" for c in columns) +
            " | int8 speedup 1t | float bytes | int8 bytes |", "| --- " * (6 + len(columns)) + "|"]
   for row in rows:
