@@ -47,6 +47,7 @@ def check_options(weights, calibration_images, threads):
 def restore(workdir):
   """(config, step, variables as numpy, final record or None) of a workdir ready to export; a ConfigError for one
   that is not (no config, an unfinished run, no readable checkpoint)."""
+  import jax
   from mnet_jax import checkpoint, metrics
   from mnet_jax.workdir import load_config
   config = load_config(workdir)
@@ -60,7 +61,6 @@ def restore(workdir):
     raise ConfigError(f"no readable checkpoint in {checkpoint.directory(workdir)!r}")
   step, items, _ = restored
   variables = {k: v for k, v in items["variables"].items() if k in ("params", "batch_stats")}
-  import jax
   return config, step, jax.tree.map(np.asarray, variables), final
 
 
@@ -171,7 +171,7 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
   import tensorflow as tf
   from mnet_jax import count as count_lib
   from mnet_jax.export_litert import machine
-  from mnet_jax.export_tf import convert
+  from mnet_jax.export_tf import convert, depthwise_range_ratios
   from mnet_jax.workdir import write_atomically
   threads = default_threads() if threads is None else list(threads)
   check_options(weights, calibration_images_count, threads)
@@ -219,7 +219,8 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
     log(f"measuring {name} ...")
     record[key] = model_record(os.path.join(out, name), model_bytes, threads)
   if int8:
-    record["int8"].update(weights=weights, calibration=calibration)
+    record["int8"].update(weights=weights, calibration=calibration,
+                          folded_depthwise_range_ratio=depthwise_range_ratios(model, variables))
   elif os.path.exists(os.path.join(out, INT8_FILE)):
     os.remove(os.path.join(out, INT8_FILE))  # an earlier --int8 export's model does not match this record
   record["summary"] = summary(record)

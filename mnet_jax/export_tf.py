@@ -52,6 +52,19 @@ def folded_layers(model, variables):
   return result
 
 
+def depthwise_range_ratios(model, variables):
+  """{depthwise layer name: the largest channel's max |w| over the smallest nonzero one's}, of the folded kernels.
+  Folding scales each channel by its own gamma / sqrt(var + eps), so these spread; a per-tensor int8 scale leaves
+  the narrowest channel about 127 / ratio levels."""
+  ratios = {}
+  for layer, pairs in folded_layers(model, variables):
+    if layer.kind == "depthwise":
+      ranges = np.concatenate([np.max(np.abs(kernel), axis=(0, 1, 2)) for kernel, _ in pairs])
+      ranges = ranges[ranges > 0]
+      ratios[layer.name] = float(ranges.max() / ranges.min()) if len(ranges) else 1.0
+  return ratios
+
+
 def _activation(tf, name):
   if name == "relu6":
     return tf.nn.relu6

@@ -66,6 +66,8 @@ def test_exported_models_hold_only_mobilenet_ops_and_documented_io(exported):
   assert exported["int8"]["input"]["scale"] == pytest.approx(2 / 255, rel=0.05)
   assert exported["int8"]["bytes"] < exported["float32"]["bytes"] / 2
   assert exported["int8"]["weights"] == "per-channel" and "16" in exported["int8"]["calibration"]
+  ratios = exported["int8"]["folded_depthwise_range_ratio"]
+  assert sorted(ratios) == sorted(f"block{n}_dw" for n in range(1, 14)) and min(ratios.values()) >= 1.0
   assert exported["float32"]["bytes"] == os.path.getsize(os.path.join(exported["workdir"], "export",
                                                                       "model_float32.tflite"))
 
@@ -127,6 +129,22 @@ def test_folded_twin_matches_jax_for_kernel_sizes_variants_and_classes(options, 
   images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
   logits = export_litert.Predictor(model_bytes, 4)(images)
   assert np.max(np.abs(logits - np.asarray(model.apply(variables, images)))) <= 1e-4
+
+
+@pytest.mark.parametrize("weights", ["per-channel", "per-tensor"])
+def test_int8_depthwise_filters_have_a_scale_per_channel_or_one_per_tensor(weights):
+  model = MobileNetV1(alpha=0.25, num_classes=10, kernels="portable")
+  variables = random_variables(model, 32)
+  noise = list(np.random.default_rng(2).uniform(-1, 1, (4, 1, 32, 32, 3)).astype(np.float32))
+  runner = export_litert.interpreter(to_tflite(model, variables, 32, int8=True, weights=weights, calibration=noise),
+                                     delegates=False)
+  tensors = {t["index"]: t for t in runner.get_tensor_details()}
+  filters = [tensors[op["inputs"][1]] for op in runner._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
+  assert len(filters) == 13
+  for tensor in filters:
+    scales = tensor["quantization_parameters"]["scales"]
+    assert tensor["dtype"] == np.int8
+    assert len(scales) == (tensor["shape"][-1] if weights == "per-channel" else 1)
 
 
 def test_workdir_without_its_dataset_exports_and_says_accuracy_was_skipped(tmp_path):
