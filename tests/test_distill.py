@@ -18,8 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
   path = tmp_path_factory.mktemp("teacher")
-  train.train_and_evaluate(tiny_config(alpha=0.5, resolution=40, num_steps=64, checkpoint_every_steps=64,
-                                       log_every_steps=64), str(path))
+  train.train_and_evaluate(tiny_config(alpha=0.5, resolution=40, num_steps=96, checkpoint_every_steps=96,
+                                       log_every_steps=96), str(path))
   return str(path)
 
 
@@ -31,12 +31,14 @@ def student_config(teacher, **overrides):
 
 @pytest.mark.slow
 def test_distillation_raises_the_students_agreement_with_its_teacher(teacher, tmp_path):
-  """With weight 1 the student learns from the teacher's softened outputs alone; with weight 0 (the same steps,
-  seed and data, the teacher only watching) it learns from the labels alone."""
+  """With weight 1 the student learns from the teacher's outputs alone; with weight 0 (the same steps, seed and
+  data, the teacher only watching) from the labels alone. Agreement is measured on 1024 test images."""
   finals = {}
   for weight in (0.0, 1.0):
-    config = student_config(teacher, num_steps=24, checkpoint_every_steps=24, log_every_steps=8)
+    config = student_config(teacher, num_steps=128, checkpoint_every_steps=128, log_every_steps=32)
+    config.data.max_eval_examples = 1024
     config.distill.weight = weight
+    config.distill.temperature = 1.0  # T = 4 rose less within this budget (0.66 against 0.69 on 256 images)
     finals[weight] = train.train_and_evaluate(config, str(tmp_path / f"w{weight:g}"))
   assert finals[1.0]["test_teacher_agreement"] > finals[0.0]["test_teacher_agreement"] + 0.05, finals
   lines = train_lines(tmp_path / "w1")
