@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mnet_jax import checkpoint, data as data_lib, metrics as metrics_lib, optim
+from mnet_jax import checkpoint, data as data_lib, distill, metrics as metrics_lib, optim
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.mobilenet_v1 import MIN_RESOLUTION, check_positive_int
 from mnet_jax.workdir import final_record, model_facts, model_from_config, with_resolved_kernels, write_config
@@ -62,6 +62,7 @@ def check_config(config):
   if config.get("eval_every_steps"):  # None or 0: evaluate at the end only
     check_positive_int("eval_every_steps", config.eval_every_steps)
   metrics_lib.check_wandb_mode(config.wandb.mode)
+  distill.check_config(config)
 
 
 class Chrono:
@@ -151,17 +152,23 @@ def initialize_from(state, abstract_state, source_workdir):
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"], ema=ema)
 
 
-def train_step(state, batch, *, model, tx, learning_rate, num_classes, label_smoothing, ema_decay):
+def train_step(state, batch, *, model, tx, learning_rate, num_classes, label_smoothing, ema_decay, teacher=None,
+               teacher_variables=None):
   dropout_rng = jax.random.fold_in(state.rng, state.step)
+  # The teacher (mnet_jax/distill.py) sees the same augmented batch, frozen.
+  teacher_logits = None if teacher is None else teacher.logits(teacher_variables, batch["images"])
 
   def loss_fn(params):
     logits, updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["images"], train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
     loss = optim.cross_entropy(logits, batch["labels"], num_classes, label_smoothing).mean()
-    return loss, (logits, updates["batch_stats"])
+    extra = {}
+    if teacher is not None:
+      loss, extra["distill_kl"] = teacher.loss(loss, logits, teacher_logits)
+    return loss, (logits, updates["batch_stats"], extra)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema = state.ema
@@ -174,23 +181,31 @@ def train_step(state, batch, *, model, tx, learning_rate, num_classes, label_smo
       "l2_grads": optax.global_norm(grads),
       "l2_params": optax.global_norm(params),
       "l2_updates": optax.global_norm(updates),
+      **extra,
   }
+  if teacher is not None:
+    metrics["teacher_agreement"] = jnp.mean(distill.agreement(logits, teacher_logits))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema=ema)
   return new_state, metrics
 
 
-def eval_step(variables, batch, *, model, num_classes):
-  """Sums over the real (unmasked) examples: loss, top-1 and top-5 hits, count."""
+def eval_step(variables, batch, *, model, num_classes, teacher=None, teacher_variables=None):
+  """Sums over the real (unmasked) examples: loss, top-1 and top-5 hits, count, and with a teacher the examples
+  whose top-1 class is the teacher's."""
   logits = model.apply(variables, batch["images"], train=False)
   labels, mask = batch["labels"], batch["mask"]
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   top_k = jax.lax.top_k(logits, min(5, num_classes))[1]
-  return {
+  sums = {
       "loss": jnp.sum(loss * mask),
       "top1": jnp.sum((top_k[:, 0] == labels) * mask),
       "top5": jnp.sum(jnp.any(top_k == labels[:, None], axis=-1) * mask),
       "count": jnp.sum(mask),
   }
+  if teacher is not None:
+    sums["teacher_agreement"] = jnp.sum(distill.agreement(logits, teacher.logits(teacher_variables, batch["images"]))
+                                        * mask)
+  return sums
 
 
 def to_global(batch, sharding):
@@ -227,6 +242,8 @@ def evaluate(jitted_eval_step, variables, data, sharding):
   result = {"top1": totals["top1"] / n, "loss": totals["loss"] / n, "num_examples": int(n)}
   if data.num_classes >= 5:
     result["top5"] = totals["top5"] / n
+  if "teacher_agreement" in totals:
+    result["teacher_agreement"] = totals["teacher_agreement"] / n
   return result
 
 
@@ -256,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if finished is not None:
     return finished
   check_config(config)
-  config = with_resolved_kernels(config)
+  config = distill.with_teacher_checksum(with_resolved_kernels(config), workdir)
   os.makedirs(workdir, exist_ok=True)
   text = write_config(config, workdir)
   data = data_lib.build(config)
@@ -267,6 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = make_mesh()
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state, abstract_state = init_state(model, tx, config, mesh)
+  teacher, teacher_variables = distill.restore_teacher(config, data.num_classes, mesh)
 
   wait_for_every_process("mnet_jax_train_start")
   checkpoints = checkpoint.manager(workdir)
@@ -293,12 +311,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_lib.Writer(workdir, metrics_lib.start_wandb(config.wandb, config.to_dict(), workdir,
                                                                meta["wandb_run_id"]))
   step_fn = jax.jit(
-      lambda s, b: train_step(s, data_lib.on_device(b, config.resolution), model=model, tx=tx,
-                              learning_rate=learning_rate, num_classes=data.num_classes,
-                              label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay),
+      lambda s, b, t: train_step(s, data_lib.on_device(b, config.resolution), model=model, tx=tx,
+                                 learning_rate=learning_rate, num_classes=data.num_classes,
+                                 label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
+                                 teacher=teacher, teacher_variables=t),
       donate_argnums=0)
-  jitted_eval_step = jax.jit(
-      lambda v, b: eval_step(v, data_lib.on_device(b, config.resolution), model=model, num_classes=data.num_classes))
+  eval_with_teacher = jax.jit(
+      lambda v, b, t: eval_step(v, data_lib.on_device(b, config.resolution), model=model, num_classes=data.num_classes,
+                                teacher=teacher, teacher_variables=t))
+  jitted_eval_step = lambda v, b: eval_with_teacher(v, b, teacher_variables)  # noqa: E731
   eval_every = config.get("eval_every_steps")
   checkpoint_every = config.checkpoint_every_steps
   log_every = config.log_every_steps
@@ -336,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = start_step
     batches = prefetch(data.train_batches(data_position), batch_sharding)
     while step < num_steps:
-      state, device_metrics = step_fn(state, next(batches))
+      state, device_metrics = step_fn(state, next(batches), teacher_variables)
       step += 1
       if pending is not None:
         handle(*pending)

@@ -86,6 +86,13 @@ def base_config(alpha, resolution, recipe):
   config.eval_every_steps = config_dict.placeholder(int)  # None or 0: evaluate at the end only
   # A workdir (e.g. converted Keras weights) whose latest variables start this run; the optimizer starts fresh.
   config.init_from = config_dict.placeholder(str)
+  # Knowledge distillation (docs/training.md#distillation): the loss becomes
+  # (1 - weight) * cross-entropy + weight * temperature^2 * KL(teacher || student) at that temperature.
+  config.distill = ml_collections.ConfigDict()
+  config.distill.teacher = config_dict.placeholder(str)  # a finished run's workdir; None: no teacher
+  config.distill.temperature = 4.0
+  config.distill.weight = 0.5
+  config.distill.teacher_checksum = config_dict.placeholder(str)  # the trainer records the teacher checkpoint's
 
   config.wandb = ml_collections.ConfigDict()
   config.wandb.mode = "auto"  # offline unless a W&B API key is configured; 'offline', 'online', 'disabled'
