@@ -90,18 +90,22 @@ def mixconv_points():
 SPLITS_ALIKE = 0.2  # top-1 points between the two splits at the same g that still read as "about equal"
 
 
+def rise_or_peak(subject, line, plural):
+  """"<subject> keep(s) rising to <last>" or "<subject> peak(s) at <best> and fall(s) to <top-1> at <last>"."""
+  best = trends.peak([p["top1"] for _, _, p in line])
+  at = f"{line[best][1]} ({line[best][2]['top1']:.2f} %)"
+  s = "" if plural else "s"
+  if best == len(line) - 1:
+    return f"{subject} keep{s} rising to {at}"
+  return f"{subject} peak{s} at {at} and fall{s} to {line[-1][2]['top1']:.2f} % at {line[-1][1]}"
+
+
 def mixconv_summary(lines):
   """What the MixConv paper's curves show, from its points."""
-  def at(line, i):
-    return f"{line[i][1]} ({line[i][2]['top1']:.2f} %)"
-  vanilla, equal = lines["vanilla"], lines["equal"]
-  best = trends.peak([p["top1"] for _, _, p in vanilla])
-  text = f"vanilla kernels peak at {at(vanilla, best)} and fall to {vanilla[-1][2]['top1']:.2f} % at {vanilla[-1][1]}"
-  best = trends.peak([p["top1"] for _, _, p in equal])
-  text += (f"; MixConv keeps rising to {at(equal, best)}" if best == len(equal) - 1 else f"; MixConv peaks at "
-           f"{at(equal, best)}")
-  by_order = {order: p["top1"] for order, _, p in equal}
-  gaps = [p["top1"] - by_order[order] for order, _, p in lines["exponential"][1:] if order in by_order]
+  equal = lines["equal"]
+  text = f"{rise_or_peak('vanilla kernels', lines['vanilla'], True)}; {rise_or_peak('MixConv', equal, False)}"
+  by_order = {order: p["top1"] for order, _, p in equal}  # the exponential split against the equal one, same g
+  gaps = [p["top1"] - by_order[order] for order, _, p in lines.get("exponential", [])[1:] if order in by_order]
   if gaps:
     text += ("; the exponential split is about equal to the equal split" if max(map(abs, gaps)) < SPLITS_ALIKE else
              f"; the exponential split is {'above' if sum(gaps) > 0 else 'below'} the equal split")

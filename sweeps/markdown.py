@@ -132,7 +132,8 @@ def peak_line(ablation, curve, line):
 def ablation_section(ablation, fields, groups, dataset):
   """An ablation's section: the groups (with a finished cell) by the fields the sweep varies, the paper's top-1
   beside each, where each curve peaks and what the paper's curves show."""
-  paper_top1 = {ablation.point(p["values"])[:2]: p["top1"] for p in (ablation.paper_points or list)()}
+  known_points = ablation.paper_points() if ablation.paper_points else []
+  paper_top1 = {ablation.point(p["values"])[:2]: p["top1"] for p in known_points}
   lines = [f"Cells grouped by the fields the sweep varies ({', '.join(fields) or 'none'}); top-1 is the mean (± the "
            "standard deviation) over a group's seeds, n of them; error bars: ±1 standard deviation.", "",
            "| " + " | ".join(fields) + " | n | Mult-Adds (M) | params (M) | test top-1 | paper top-1 (ImageNet) |",
