@@ -63,8 +63,8 @@ def cells_of(workdir):
 
 def cell_row(workdir, name, overrides=None):
   """One results row: COLUMNS, plus the cell's config (config.json, {} before it starts), seed, `overrides`
-  without seed, `key` (the same for the cells of one group of seeds) and `group` (the group's name). status is ok (final metrics), failed (error.json),
-  incomplete (started) or pending."""
+  without seed, `key` (the same for the cells of one group of seeds) and `group` (the group's name). status is ok
+  (final metrics), failed (error.json), incomplete (started) or pending."""
   cell_dir = os.path.join(workdir, name)
   config = read_json(os.path.join(cell_dir, "config.json")) or {}
   final = metrics.final_metrics(cell_dir) or {}
