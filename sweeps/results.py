@@ -3,7 +3,8 @@
 The cells and what each sets (its overrides) come from DIR/sweep.json (written by sweeps.launch), or else every
 subdirectory with a config.json is a cell of its own (e.g. converted pretrained checkpoints after
 `mnet_jax.evaluate`). Cells whose overrides differ only by `seed` form one group; results.csv has a row per group
-with the mean, the standard deviation over its finished seeds and their number n.
+with the mean, the standard deviation over its finished seeds and their number n. A group's series is what its
+cells set besides alpha and resolution (the figures draw each series apart).
 """
 
 import csv

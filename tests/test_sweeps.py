@@ -137,7 +137,7 @@ def test_unknown_sweep_name(tmp_path):
 
 def test_config_without_a_sweep(tmp_path):
   result = launch("--config", "mnet_jax/configs/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
-  assert_one_line_error(result, "declares no sweep()", "grid16.py")
+  assert_one_line_error(result, "mnet_jax/configs/fashion_mnist.py", "declares no sweep()", "not a sweep config")
 
 
 def test_empty_grid(tmp_path):
