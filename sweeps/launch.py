@@ -283,11 +283,11 @@ def run_submitit(sweep, workdir, cluster, params):
 def finish(sweep, workdir, results, write_report):
   failed = [r for r in results if r["status"] == "failed"]
   if write_report:
-    from sweeps import report
+    from sweeps import report, wandb_summary
     paths = report.write(workdir)
     logged = os.path.join(workdir, "wandb_summary.json")
     if any(r["status"] == "trained" for r in results) or not os.path.exists(logged):
-      run_id = report.log_to_wandb(workdir, sweep.name, sweep.cells[0].config.wandb)
+      run_id = wandb_summary.log(workdir, sweep.name, sweep.cells[0].config.wandb)
       if run_id is not None:
         write_json(logged, {"run_id": run_id, "time": time.time()})
     print(f"[{sweep.name}] report: {paths['report']}\n[{sweep.name}] results: {paths['results']}\n"

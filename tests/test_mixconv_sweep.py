@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sweeps import grid, report_kernels
+from sweeps import ablations, figures, grid, markdown
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,19 +25,55 @@ def test_mixconv_grid(data, resolution):
   assert len({c.name for c in sweep.cells}) == 14
 
 
-def group(sizes, top1, split="equal"):
-  return {"fields": {"model.kernel_sizes": sizes, "model.kernel_split": split}, "test_top1": top1, "n": 1,
-          "mult_adds": 1, "params": 1}
+def group(sizes, top1, split="equal", mult_adds=1):
+  return {"config": {"model": {"kernel_sizes": sizes, "kernel_split": split}}, "test_top1": top1,
+          "test_top1_std": None, "n": 1, "mult_adds": mult_adds, "params": 1}
 
 
 def test_peaks_are_found_on_each_curve():
   groups = [group([3], 0.70), group([5], 0.72), group([7], 0.73), group([9], 0.71),  # vanilla: a peak at 7x7
             group([3, 5], 0.72), group([3, 5, 7], 0.74),  # MixConv: rising to the last
             group([3, 5], 0.69, "exponential")]  # below the 3x3 baseline
-  lines = {split: report_kernels.peak_line(split, line) for split, line in report_kernels.curves(groups).items()}
+  kernels = ablations.KERNELS
+  lines = {split: markdown.peak_line(kernels, kernels.curves[split], line)
+           for split, line in ablations.group_curves(kernels, groups).items()}
   assert lines["vanilla"] == "- vanilla k x k: peaks at 7x7 (73.00 %), then falls to 71.00 % at 9x9."
   assert lines["equal"].startswith("- MixConv (equal split): highest at the largest, g=3 (74.00 %): no peak")
   assert lines["exponential"].startswith("- MixConv (exponential split): highest at the smallest, 3x3 (70.00 %)")
+
+
+def test_the_papers_sentence_is_read_from_its_points():
+  kernels = ablations.KERNELS
+  assert kernels.paper_summary(ablations.paper_curves(kernels)) == (
+      "The paper (ImageNet, 1.0-224): vanilla kernels peak at 7x7 (72.03 %) and fall to 70.83 % at 13x13; MixConv "
+      "keeps rising to g=6 (72.56 %); the exponential split is about equal to the equal split.")
+  points = [{"values": {"model.kernel_sizes": sizes, "model.kernel_split": split}, "top1": top1, "mult_adds": 1}
+            for sizes, split, top1 in [((3,), "equal", 70.0), ((5,), "equal", 71.0), ((3, 5), "equal", 72.0),
+                                       ((3, 5, 7), "equal", 71.5), ((3, 5), "exponential", 73.0)]]
+  assert kernels.paper_summary(ablations.curves(kernels, points)) == (
+      "The paper (ImageNet, 1.0-224): vanilla kernels keep rising to 5x5 (71.00 %); MixConv peaks at g=2 (72.00 %) "
+      "and falls to 71.50 % at g=3; the exponential split is above the equal split.")
+
+
+def test_a_new_ablation_is_a_field_list_and_labels(tmp_path):
+  """An ablation over a field the report has never seen: its curves, peaks, table and figure from the generic code."""
+  from matplotlib.container import ErrorbarContainer
+  groups_per_layer = ablations.Ablation(
+      title="Pointwise groups", fields=("model.pointwise_groups",),
+      point=lambda values: ("grouped", values["model.pointwise_groups"], f"g={values['model.pointwise_groups']}"),
+      curves={"grouped": ablations.Curve("o-", "C1", "grouped 1x1", "grouped 1x1 convolutions")},
+      plot="acc_vs_mult_adds_groups", plot_title="Accuracy vs Mult-Adds: pointwise groups",
+      image_alt="accuracy vs Mult-Adds, pointwise groups", smallest_best="more groups do not help here")
+  groups = [{"config": {"model": {"pointwise_groups": g}}, "test_top1": top1, "test_top1_std": None, "n": 1,
+             "mult_adds": 100 // g, "params": 1} for g, top1 in ((1, 0.70), (2, 0.72), (4, 0.71))]
+  text = markdown.ablation_section(groups_per_layer, ["model.pointwise_groups"], groups, "fashion_mnist")
+  assert "| 4 | 1 | 0.0 | 0.000 | 71.00 % | – |" in text
+  assert "- grouped 1x1 convolutions: peaks at g=2 (72.00 %), then falls to 71.00 % at g=4." in text
+  assert text.endswith("![accuracy vs Mult-Adds, pointwise groups](acc_vs_mult_adds_groups.png)")
+  figure = figures.ablation_plot(groups_per_layer, groups, overlay=True)
+  (line,) = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+  assert list(line.lines[0].get_xdata()) == [100, 50, 25] and not line.has_yerr
+  assert [t.get_text() for t in figure.axes[0].texts] == ["g=1", "g=2", "g=4"]
 
 
 @pytest.mark.slow

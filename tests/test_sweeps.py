@@ -13,7 +13,7 @@ import time
 import pytest
 
 from mnet_jax import metrics, paper
-from sweeps import grid, report
+from sweeps import figures, grid, markdown, paper_match, results, trends
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETERMINISTIC_COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5",
@@ -137,7 +137,7 @@ def test_unknown_sweep_name(tmp_path):
 
 def test_config_without_a_sweep(tmp_path):
   result = launch("--config", "mnet_jax/configs/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
-  assert_one_line_error(result, "declares no sweep()", "grid16.py")
+  assert_one_line_error(result, "mnet_jax/configs/fashion_mnist.py", "declares no sweep()", "not a sweep config")
 
 
 def test_empty_grid(tmp_path):
@@ -248,7 +248,7 @@ def test_submitit_local_executor_records_a_failing_cell_and_runs_the_other(tmp_p
 
 
 def test_paper_resolutions_map_to_the_grids_by_rho():
-  from sweeps.report import resolution_for
+  resolution_for = paper_match.resolution_for
   assert [resolution_for(r, [56, 40, 32]) for r in (224, 192, 160, 128)] == [56, None, 40, 32]
   assert [resolution_for(r, [56, 48, 40, 32]) for r in (224, 192, 160, 128)] == [56, 48, 40, 32]
   assert [resolution_for(r, [224, 160]) for r in (224, 192, 160, 128)] == [224, None, 160, None]
@@ -317,21 +317,51 @@ def test_seeds_repeat_every_cell_first_seeds_first(tmp_path):
   sweep = grid.load(path, [("seed", "3")], seeds=2)
   assert [c.name for c in sweep.cells] == ["a0.25_r32", "a0.5_r32", "a0.25_r32_seed=4", "a0.5_r32_seed=4"]
   assert [c.config.seed for c in sweep.cells] == [3, 3, 4, 4]
-  assert [report.group_name(c.name) for c in sweep.cells] == ["a0.25_r32", "a0.5_r32"] * 2
+  rows = [results.cell_row(str(tmp_path), c.name, c.overrides) for c in sweep.cells]  # grouped by sweep.json's data
+  assert [(r["group"], r["seed"]) for r in rows] == [("a0.25_r32", 3), ("a0.5_r32", 3), ("a0.25_r32", 4),
+                                                     ("a0.5_r32", 4)]
+  assert [r["key"] for r in rows[:2]] == [r["key"] for r in rows[2:]] and rows[0]["key"] != rows[1]["key"]
   assert_one_line_error(launch("--config", path, "--list", "--seeds", "0", check=False), "--seeds 0", ">= 1")
   seeded = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25, seed=1)\n", name="seeded.py")
   assert_one_line_error(launch("--config", seeded, "--list", "--seeds", "2", check=False), "--seeds 2",
                         "set seed themselves")
 
 
+def sweep_rows(sweep, started=lambda cell: True):
+  """The rows sweeps.results reads for a sweep whose cells in `started` have written their config.json."""
+  rows = []
+  for cell in sweep.cells:
+    config = json.loads(json.dumps(cell.config.to_dict(), default=str)) if started(cell) else {}
+    overrides = json.loads(json.dumps(cell.overrides, default=str))  # as sweep.json holds them
+    rows.append({**results.cell_row("/nonexistent", cell.name, overrides), "config": config})
+  return rows
+
+
+@pytest.mark.parametrize("spec", ["table4.py", "table5.py:data=imagenet", "grid16.py", "mixconv.py"])
+def test_series_are_what_a_cell_sets_beside_the_grid_as_its_name_says(spec):
+  sweep = grid.load(os.path.join(REPO, "experiments", spec), seeds=2)
+  name_tails = [c.name.split("_", 2)[2] if c.name.count("_") >= 2 else "" for c in sweep.cells]
+  name_tails = [tail.replace("_seed=1", "").replace("seed=1", "") for tail in name_tails]
+  assert results.series_names(sweep_rows(sweep)) == name_tails
+  # Only some cells started: fields the baseline leaves alone still compare with the base config's value.
+  partial = sweep_rows(sweep, started=lambda cell: cell.index % 3 == 2)
+  assert results.series_names(partial) == name_tails
+
+
+def test_a_sweep_of_a_field_in_every_cell_takes_its_first_cell_as_the_plain_grid(tmp_path):
+  sweep = grid.load(write_grid(tmp_path, FOUR_CELLS))
+  assert results.series_names(sweep_rows(sweep)) == ["", "optim.base_learning_rate=0.05"] * 2
+  assert results.varied_fields(sweep_rows(sweep)) == ["alpha", "optim.base_learning_rate"]
+
+
 def test_a_pair_is_out_of_order_only_beyond_the_noise():
   def group(mean, std, n):
     return {"test_top1": mean, "test_top1_std": std, "n": n}
-  assert report.out_of_order(group(0.80, None, 1), group(0.799, None, 1))  # one seed: any fall counts
-  assert not report.out_of_order(group(0.80, None, 1), group(0.801, None, 1))
+  assert trends.out_of_order(group(0.80, None, 1), group(0.799, None, 1))  # one seed: any fall counts
+  assert not trends.out_of_order(group(0.80, None, 1), group(0.801, None, 1))
   # 3 seeds with std 0.01: the standard error of the difference is 0.01 * sqrt(2 / 3) = 0.0082
-  assert not report.out_of_order(group(0.80, 0.01, 3), group(0.785, 0.01, 3))  # fall 0.015 < 2 x 0.0082
-  assert report.out_of_order(group(0.80, 0.01, 3), group(0.78, 0.01, 3))  # fall 0.020 > 0.0163
+  assert not trends.out_of_order(group(0.80, 0.01, 3), group(0.785, 0.01, 3))  # fall 0.015 < 2 x 0.0082
+  assert trends.out_of_order(group(0.80, 0.01, 3), group(0.78, 0.01, 3))  # fall 0.020 > 0.0163
 
 
 def test_each_seed_alone_gets_its_own_trend_check_and_spearman():
@@ -339,14 +369,15 @@ def test_each_seed_alone_gets_its_own_trend_check_and_spearman():
     return {"cell": f"a{alpha:g}_r{resolution}" + (f"_seed={seed}" if seed else ""), "alpha": alpha,
             "resolution": resolution, "variant": "standard", "mult_adds": alpha * alpha * resolution * resolution,
             "params": alpha, "status": "ok", "error": None, "test_top1": top1, "test_top5": 1.0,
-            "train_seconds": 1.0, "images_per_second": 1.0, "latency_ms": None}
+            "train_seconds": 1.0, "images_per_second": 1.0, "latency_ms": None, "seed": seed,
+            "key": f"{alpha} {resolution}", "group": f"a{alpha:g}_r{resolution}", "series": "", "config": {}}
   # Seed 0 ranks the 2 x 2 grid perfectly; seed 1 inverts both resolution pairs.
   rows = [row(0.5, 32, 0, 0.70), row(0.5, 40, 0, 0.72), row(1.0, 32, 0, 0.74), row(1.0, 40, 0, 0.76),
           row(0.5, 32, 1, 0.73), row(0.5, 40, 1, 0.71), row(1.0, 32, 1, 0.77), row(1.0, 40, 1, 0.75)]
-  table = report.each_seed(rows)
+  table = markdown.each_seed_table(rows)
   assert "| 0 | 1.00 | 0 of 4 |" in table and "| 1 | 0.60 | 2 of 4 |" in table
   assert table[-1] == "| median | 0.80 | 1 |"
-  assert report.each_seed([r for r in rows if "seed" not in r["cell"]]) == []  # one seed: no table
+  assert markdown.each_seed_table([r for r in rows if r["seed"] == 0]) == []  # one seed: no table
 
 
 @pytest.mark.slow
@@ -361,17 +392,17 @@ def test_two_seeds_per_cell_give_mean_std_and_error_bars(tmp_path):
   rows = read_csv(workdir / "results.csv")
   assert [(r["cell"], r["n"], r["seeds"], r["status"]) for r in rows] == [("a0.25_r32", "2", "0 1", "ok"),
                                                                         ("a0.5_r32", "2", "0 1", "ok")]
-  markdown = (workdir / "report.md").read_text()
+  text = (workdir / "report.md").read_text()
   for row in rows:
     top1 = [metrics.final_metrics(str(workdir / name))["test_top1"] for name in (row["cell"], row["cell"] + "_seed=1")]
     assert float(row["test_top1"]) == pytest.approx(statistics.mean(top1))
     assert float(row["test_top1_std"]) == pytest.approx(statistics.stdev(top1))
     assert float(row["latency_ms_std"]) >= 0
-    assert (f"| {row['cell']} | 0.25 |" in markdown or f"| {row['cell']} | 0.50 |" in markdown)
-    assert f"{100 * statistics.mean(top1):.2f} ± {100 * statistics.stdev(top1):.2f} %" in markdown
-  assert "2 seeds per cell" in markdown
+    assert (f"| {row['cell']} | 0.25 |" in text or f"| {row['cell']} | 0.50 |" in text)
+    assert f"{100 * statistics.mean(top1):.2f} ± {100 * statistics.stdev(top1):.2f} %" in text
+  assert "2 seeds per cell" in text
   for x_key in ("mult_adds", "params", "latency_ms"):
-    figure = report.plot(report.rows_of(str(workdir)), x_key, x_key, overlay=False)
+    figure = figures.plot(results.rows_of(str(workdir)), x_key, x_key, overlay=False)
     bars = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
     assert bars and all(c.has_yerr for c in bars)
     half_lengths = sorted(round(float(abs(segment[1][1] - segment[0][1])) / 2, 6)

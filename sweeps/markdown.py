@@ -1,0 +1,177 @@
+"""report.md in words: the groups' table, the paper's Tables 4-7 beside them, whether accuracy rises with width and
+resolution, each ablation's section and the figures' links."""
+
+import os
+import statistics
+
+from sweeps import ablations, grid, paper_match, results, trends
+
+
+def number(value, scale=1.0, digits=2, suffix=""):
+  return "–" if value is None or value == "" else f"{value / scale:.{digits}f}{suffix}"
+
+
+def with_std(group, column, scale=1.0, digits=2, suffix=""):
+  """"mean ± std" over the group's seeds (just the mean for one seed)."""
+  text = number(group[column], scale, digits)
+  if group.get(f"{column}_std") is not None:
+    text += f" ± {number(group[f'{column}_std'], scale, digits)}"
+  return text + suffix if group[column] is not None else text
+
+
+def top1_text(group):
+  return with_std(group, "test_top1", 0.01, suffix=" %")
+
+
+def results_table(rows):
+  """The groups of cells (seeds averaged: mean ± std over n seeds) as a markdown table."""
+  lines = ["| cell | α | resolution | variant | n | test top-1 | test top-5 | Mult-Adds (M) | params (M) | latency "
+           "(ms, batch 1) | train time (s) | images/s | status |",
+           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+  for g in results.groups_of(rows):
+    status = g["status"] + (f": {g['error']}" if g["error"] else "")
+    lines.append(f"| {g['cell']} | {number(g['alpha'])} | {g['resolution'] or '–'} | {g['variant'] or '–'} | "
+                 f"{g['n']} | {top1_text(g)} | {with_std(g, 'test_top5', 0.01, suffix=' %')} | "
+                 f"{number(g['mult_adds'], 1e6, 1)} | {number(g['params'], 1e6, 3)} | "
+                 f"{with_std(g, 'latency_ms', digits=3)} | {number(g['train_seconds'], digits=0)} | "
+                 f"{number(g['images_per_second'], digits=0)} | {status} |")
+  return "\n".join(lines)
+
+
+def paper_section(rows, dataset):
+  """Tables 4-7 as far as the grid covers them, this run's cells beside the paper's rows."""
+  tables = paper_match.paper_tables(rows)
+  if not tables:
+    return "The grid covers none of the paper's Tables 4-7."
+  lines = ["Both columns are ImageNet top-1 on the validation split." if dataset == "imagenet2012" else
+           "The paper's numbers are ImageNet top-1 at 224/192/160/128 px; this grid's resolutions stand for them at "
+           "the same ρ (its largest resolution is ρ = 1), and its Mult-Adds and params are for its own resolution and "
+           "number of classes."]
+  for table_number, pairs in tables.items():
+    lines += ["", f"### Table {table_number}", "",
+              "| paper model | paper top-1 | paper Mult-Adds (M) | paper params (M) | this cell | top-1 | "
+              "Mult-Adds (M) | params (M) |",
+              "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row, ours in pairs:
+      ours = ours or {}
+      lines.append(f"| {row['model']} | {row['imagenet_top1']} % | {row['million_mult_adds']} | "
+                   f"{row['million_params']} | {ours.get('cell', '–')} | {top1_text(ours) if ours else '– %'} | "
+                   f"{number(ours.get('mult_adds'), 1e6, 1)} | {number(ours.get('params'), 1e6, 3)} |")
+  return "\n".join(lines)
+
+
+def fall_text(fall):
+  symbol = {"alpha": "α", "resolution": "ρ"}[fall.varied]
+  return (f"{fall.series + ', ' if fall.series else ''}at {fall.fixed} {fall.value:g}, top-1 does not rise from "
+          f"{symbol}={fall.low[fall.varied]:g} to {symbol}={fall.high[fall.varied]:g} ({top1_text(fall.low)} -> "
+          f"{top1_text(fall.high)})")
+
+
+def trend_section(rows):
+  """Whether top-1 rises with α and ρ (the pairs that do not), Spearman with Mult-Adds, each seed alone."""
+  checked, exceptions, within_noise = trends.trend_exceptions(rows)
+  if not checked:
+    return "The grid has no two cells that differ only in α or only in resolution."
+  lines = [f"- {fall_text(e)}" for e in exceptions]
+  if within_noise:
+    lines += ["", "Within the noise (a fall smaller than twice the standard error of the difference of the two "
+              "means over their seeds):", ""] + [f"- {fall_text(e)}" for e in within_noise]
+  if not exceptions:
+    lines.insert(0, f"Yes: test top-1 rises with α at every resolution and with resolution at every α, beyond the "
+                 f"noise ({checked} pairs)." if within_noise else
+                 f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs).")
+  else:
+    lines.append(f"\n({len(exceptions)} of {checked} neighbouring pairs out of order.)")
+  correlations = [("test top-1", trends.top1_spearman(rows)), ("batch-1 latency", trends.latency_spearman(rows))]
+  found = [f"{what} {value:.2f}" for what, value in correlations if value is not None]
+  if found:
+    lines += ["", f"Spearman's rank correlation with Mult-Adds over {len(trends.plain_groups(rows))} groups: "
+              f"{', '.join(found)}."]
+  return "\n".join(lines + each_seed_table(rows))
+
+
+def each_seed_table(rows):
+  """With several seeds: the trend check and Spearman of each seed's cells alone, and their medians (lines)."""
+  per_seed = trends.each_seed(rows)
+  if not per_seed:
+    return []
+  lines = ["", "Each seed alone (raw top-1, any fall counts):", "",
+           "| seed | Spearman of top-1 with Mult-Adds | pairs out of order |", "| ---: | ---: | ---: |"]
+  lines += [f"| {seed} | {number(rho)} | {count} of {checked} |" for seed, rho, count, checked in per_seed]
+  known = [rho for _, rho, _, _ in per_seed if rho is not None]
+  counts = [count for _, _, count, _ in per_seed]
+  lines.append(f"| median | {number(statistics.median(known)) if known else '–'} | {statistics.median(counts):g} |")
+  return lines
+
+
+def latency_note(workdir, rows):
+  """How the latencies were measured: runs, device and, on a CPU, threads; None without any."""
+  records = [results.read_json(os.path.join(workdir, r["cell"], "latency.json")) for r in rows
+             if r["latency_ms"] is not None]
+  if not records:
+    return None
+  devices = sorted({r["device"] + (f", {r['threads']} threads" if r.get("threads") else "") for r in records})
+  return (f"median of >= {min(r['runs'] for r in records)} jitted batch-1 forward passes per cell on "
+          f"{'; '.join(devices)}")
+
+
+def peak_line(ablation, curve, line):
+  """Where top-1 peaks along one curve ([(order, label, group)]), in words; None for fewer than two points."""
+  if len(line) < 2:
+    return None
+  best = trends.peak([g["test_top1"] for _, _, g in line])
+  _, label, group = line[best]
+  where = f"{label} ({100 * group['test_top1']:.2f} %)"
+  if best == len(line) - 1:
+    return f"- {curve.words}: highest at the largest, {where}: no peak within the sweep (accuracy still rising)."
+  if best == 0:
+    return f"- {curve.words}: highest at the smallest, {where}: {ablation.smallest_best}."
+  return f"- {curve.words}: peaks at {where}, then falls to {100 * line[-1][2]['test_top1']:.2f} % at {line[-1][1]}."
+
+
+def ablation_section(ablation, fields, groups, dataset):
+  """An ablation's section: the groups (with a finished cell) by the fields the sweep varies, the paper's top-1
+  beside each, where each curve peaks and what the paper's curves show."""
+  known_points = ablation.paper_points() if ablation.paper_points else []
+  paper_top1 = {ablation.point(p["values"])[:2]: p["top1"] for p in known_points}
+  lines = [f"Cells grouped by the fields the sweep varies ({', '.join(fields) or 'none'}); top-1 is the mean (± the "
+           "standard deviation) over a group's seeds, n of them; error bars: ±1 standard deviation.", "",
+           "| " + " | ".join(fields) + " | n | Mult-Adds (M) | params (M) | test top-1 | paper top-1 (ImageNet) |",
+           "| " + " | ".join("---" for _ in fields) + " | ---: | ---: | ---: | ---: | ---: |"]
+  for group in sorted(groups, key=lambda g: g["mult_adds"]):
+    values = " | ".join(str(results.flat_get(group["config"], d)) for d in fields)
+    known = paper_top1.get(ablation.point(ablations.values_of(ablation, group["config"]))[:2])
+    lines.append(f"| {values} | {group['n']} | {number(group['mult_adds'], 1e6, 1)} | "
+                 f"{number(group['params'], 1e6, 3)} | {with_std(group, 'test_top1', 0.01, suffix=' %')} | "
+                 f"{'–' if known is None else f'{known:.2f} %'} |")
+  curves = ablations.group_curves(ablation, groups)
+  peaks = [p for p in (peak_line(ablation, ablation.curves[key], line) for key, line in curves.items()) if p]
+  lines += ["", "Does accuracy peak?", "", *(peaks or ["- fewer than two finished cells on every curve."])]
+  if ablation.paper_summary:
+    lines += ["", ablation.paper_summary(ablations.paper_curves(ablation)) +
+              ("" if dataset == "imagenet2012" else " Its numbers are ImageNet's, for reference only.")]
+  return "\n".join(lines + ["", f"![{ablation.image_alt}]({ablation.plot}.png)"])
+
+
+def report(workdir, rows, dataset, sections=()):
+  """report.md's text; `sections` are (heading, markdown) pairs put after the figures."""
+  description = grid.read_description(workdir) or {}
+  name = description.get("name", os.path.basename(workdir))
+  counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "incomplete", "pending")}
+  seeds = description.get("seeds", 1)
+  lines = [f"# Sweep {name}", "",
+           f"Dataset `{dataset}`; {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) +
+           (f"; {seeds} seeds per cell, shown as mean ± standard deviation over the n finished ones." if seeds > 1
+            else "."),
+           f"Rebuilt by `python -m sweeps.report --workdir {workdir}` from the cells' metrics.jsonl.", "",
+           results_table(rows), "", "## Beside the paper", "", paper_section(rows, dataset), "",
+           "## Does accuracy rise with width and resolution?", "", trend_section(rows), "",
+           "## Figures", "", "![accuracy vs Mult-Adds (Figure 4)](acc_vs_mult_adds.png)", "",
+           "![accuracy vs params (Figure 5)](acc_vs_params.png)", "", "![accuracy vs latency](acc_vs_latency.png)"]
+  note = latency_note(workdir, rows)
+  if note:
+    lines += ["", f"Latency: {note}, one cell at a time after the cells trained "
+              f"(`python -m sweeps.report --workdir {workdir} --latency` measures it again)."]
+  for heading, text in sections:
+    lines += ["", f"## {heading}", "", text]
+  return "\n".join(lines) + "\n"
