@@ -66,6 +66,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("module, args, message", BAD_INPUTS,
                          ids=[f"{m}:{' '.join(a).replace(W, 'W')}" for m, a, _ in BAD_INPUTS])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, module, args, message):
   workdir = str(tmp_path / "workdir")
   env = {**os.environ, "PYTHONPATH": REPO}

@@ -34,6 +34,7 @@ def run_prepare(out, *flags):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_killed_halfway_and_run_again_gives_the_manifest_of_an_uninterrupted_run(tmp_path):
   whole = run_prepare(tmp_path / "whole")
   assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
@@ -125,6 +126,7 @@ def test_other_settings_in_the_same_directory(tmp_path, prepared_dir):
   assert os.listdir(tmp_path) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_command_line_bad_flag_is_one_line(tmp_path):
   result = subprocess.run([sys.executable, "-m", "mnet_jax.prepare", *FLAGS[:2], "--out", str(tmp_path / "o"),
                            "--formats", "png"], cwd=REPO, capture_output=True, text=True, timeout=300)

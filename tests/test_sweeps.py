@@ -112,6 +112,7 @@ def test_any_field_can_be_swept_and_overridden(tmp_path):
   assert all(c.config.batch_size == 8 and c.config.data.flip is False for c in sweep.cells)
 
 
+@pytest.mark.slow
 def test_list_prints_the_cells_with_their_index(tmp_path):
   result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--list")
   lines = result.stdout.strip().splitlines()
@@ -130,28 +131,33 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_sweep_name(tmp_path):
   result = launch("--config", "experiments/table66.py", "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "experiments/table66.py", "does not exist", "table6.py", "grid16.py")
 
 
+@pytest.mark.slow
 def test_config_without_a_sweep(tmp_path):
   result = launch("--config", "mnet_jax/configs/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "declares no sweep()", "grid16.py")
 
 
+@pytest.mark.slow
 def test_empty_grid(tmp_path):
   path = write_grid(tmp_path, "def sweep(add, arg):\n  pass\n")
   result = launch("--config", path, "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "declares no cells")
 
 
+@pytest.mark.slow
 def test_cell_out_of_range(tmp_path):
   result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--workdir", str(tmp_path / "w"), "--cell", "4",
                   check=False)
   assert_one_line_error(result, "--cell 4 is out of range", "4 cells (0-3)")
 
 
+@pytest.mark.slow
 def test_workdir_not_writable(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
@@ -159,6 +165,7 @@ def test_workdir_not_writable(tmp_path):
   assert_one_line_error(result, str(blocker / "sweep"), "is not writable")
 
 
+@pytest.mark.slow
 def test_unknown_override_and_swept_override(tmp_path):
   path = write_grid(tmp_path, FOUR_CELLS)
   result = launch("--config", path, "--list", "--config.optim.no_such_field=1", check=False)
@@ -167,6 +174,7 @@ def test_unknown_override_and_swept_override(tmp_path):
   assert_one_line_error(result, "--config.alpha", "sets it in every cell")
 
 
+@pytest.mark.slow
 def test_unknown_dataset_argument():
   result = launch("--config", "experiments/grid16.py:data=cifar", "--list", check=False)
   assert_one_line_error(result, "data='cifar'", "fashion_mnist")
@@ -301,6 +309,7 @@ def test_cells_per_device_environment_on_gpus():
              for s in slots)
 
 
+@pytest.mark.slow
 def test_bad_cells_per_device(tmp_path):
   path = write_grid(tmp_path, FOUR_CELLS)
   result = launch("--config", path, "--workdir", str(tmp_path / "w"), "--cells-per-device", "0", check=False)
@@ -312,6 +321,7 @@ def test_bad_cells_per_device(tmp_path):
 
 # --- seeds and spread -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_seeds_repeat_every_cell_first_seeds_first(tmp_path):
   path = write_grid(tmp_path, "def sweep(add, arg):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
   sweep = grid.load(path, [("seed", "3")], seeds=2)
