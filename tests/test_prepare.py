@@ -84,6 +84,7 @@ def test_training_from_a_prepared_copy(tmp_path, prepared_dir, mode):
   assert (recorded["input_mode"], recorded["prepared_dir"]) == (mode, prepared_dir)
 
 
+@pytest.mark.slow
 def test_prepared_batches_have_the_config_shapes(prepared_dir):
   for mode, shape in (("prepared_jpeg", (8, 32, 32, 3)), ("uint8_store", (8, 40, 40, 3))):
     config = imagenet.get_config("runlocal")
@@ -115,6 +116,7 @@ def test_a_non_image_dataset(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_directory(tmp_path, prepared_dir):
   config = imagenet.get_config("runlocal")
   with tfds.testing.mock_data(num_examples=80):
