@@ -1,1 +1,1 @@
-"""ml_collections configs: `--config experiments/<name>.py:key=value,...`."""
+"""The sweeps: `python -m sweeps.launch --config experiments/<name>.py[:arg]` (sweep_base.py says what they share)."""

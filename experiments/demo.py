@@ -8,6 +8,7 @@ evaluated on the whole 10,000-image test split. Where a cell's time goes and the
 docs/demo.md. `make demo` runs two cells at a time (--parallel 2), which
 overlaps one cell's single-threaded phases (data loading, compilation) with the other's training. The same
 cells at mnet_jax/configs/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`.
+It takes no config argument (`experiments/demo.py:anything` is a one-line error).
 """
 
 from experiments import sweep_base
@@ -17,6 +18,7 @@ RESOLUTIONS = sweep_base.resolutions("data=fashion_mnist")
 
 
 def get_config(arg=None):
+  sweep_base.no_argument(arg, "experiments/demo.py")
   config = sweep_base.base_config("data=fashion_mnist")
   config.num_steps = 180
   # A quarter of the steps: with a tenth, the alpha-1 cells' loss spiked as the lr peaked and the median seed
@@ -28,7 +30,8 @@ def get_config(arg=None):
   return config
 
 
-def sweep(add):
+def sweep(add, arg=None):
+  sweep_base.no_argument(arg, "experiments/demo.py")
   for alpha in ALPHAS:
     for resolution in RESOLUTIONS:
       add(alpha=alpha, resolution=resolution)

@@ -24,6 +24,7 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
+  sweep_base.parse(arg)  # the cells are the same on both datasets; the argument is checked all the same
   for k in VANILLA_KERNELS:
     add(**{"model.kernel_sizes": (k,)})
   for split, groups in MIXCONV_GROUPS.items():

@@ -1,8 +1,10 @@
 """What the sweep configs (table4-7, grid16, demo, mixconv) share: the base config for each dataset and the grid.
 
-Every sweep file takes the argument `data=fashion_mnist|imagenet[,runlocal]` and declares its cells with
-`sweep(add, arg)`: one `add(**overrides)` per cell, over any config field (dotted names through
-`add(**{"optim.base_learning_rate": 0.05})`).
+Every sweep file has `get_config(arg)` and `sweep(add, arg)`, `arg` being the text after the ":" of
+`--config experiments/x.py:arg` (None without one): `sweep` calls `add(**overrides)` once per cell, over any config
+field (dotted names through `add(**{"optim.base_learning_rate": 0.05})`). The table, grid16 and mixconv sweeps take
+`data=fashion_mnist|imagenet[,runlocal]` (`parse`); demo takes none (`no_argument`). Both check `arg` in
+get_config and in sweep, so an argument a file does not take is a one-line error whichever is called first.
 
 Resolutions. ImageNet uses the paper's 224/192/160/128 (rho = 1, 6/7, 5/7, 4/7). Fashion-MNIST images are
 28 px and the model needs >= 32 px, so its grid applies the same ratios to 56 (= 224 / 4): 56/48/40/32, the
@@ -25,6 +27,13 @@ def parse(arg):
   if parsed.data not in BASES:
     raise ConfigError(f"config argument data={parsed.data!r} is unknown; allowed: {', '.join(BASES)}")
   return parsed
+
+
+def no_argument(arg, name):
+  """For a sweep file that takes no argument: any `arg` is a one-line error."""
+  if arg:
+    raise ConfigError(f"config argument {arg!r} is unknown: {name} takes no argument; its fields are overridden "
+                      "with --config.field=value")
 
 
 def base_config(arg):

@@ -1,9 +1,11 @@
 """An experiment config file and its command-line overrides, for every command that takes `--config`.
 
   --config path/to/file.py[:arg] [--config.section.field=value ...]
+  --config fashion_mnist[:arg]     # a packaged config by name: mnet_jax/configs/fashion_mnist.py
 
 The file's `get_config(arg)` returns the base config (big_vision style: `arg` is a string such as
 "alpha=0.5,resolution=32"); each `--config.field=value` then sets one existing field, parsed as the field's type.
+`load_module` is the one way a config file is found and imported: `load` here, and `sweeps.grid` for sweep files.
 Every mistake (a missing file, an unknown argument or field, a value of the wrong type) is a one-line ConfigError.
 """
 
@@ -17,6 +19,49 @@ import ml_collections
 from mnet_jax.errors import ConfigError
 
 OVERRIDE_PREFIX = "--config."
+PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def packaged_names():
+  """The configs inside the package (mnet_jax/configs/*.py with a get_config()), by name: "fashion_mnist", ..."""
+  names = []
+  for entry in sorted(os.listdir(PACKAGED_DIR)):
+    name, ext = os.path.splitext(entry)
+    if ext == ".py" and declares(os.path.join(PACKAGED_DIR, entry), "get_config"):
+      names.append(name)
+  return names
+
+
+def declares(path, function):
+  """Whether the Python file at `path` defines `function` at its top level (read, not imported)."""
+  with open(path) as f:
+    return re.search(rf"^def {function}\(", f.read(), re.MULTILINE) is not None
+
+
+def find(path):
+  """The file `path` names: the path itself, else a packaged config's name ("fashion_mnist" or "fashion_mnist.py");
+  None when neither exists."""
+  if os.path.isfile(path):
+    return path
+  name = path[:-len(".py")] if path.endswith(".py") else path
+  if name in packaged_names():
+    return os.path.join(PACKAGED_DIR, name + ".py")
+  return None
+
+
+def load_module(path, functions=("get_config",), alternatives=None):
+  """The imported config file `path` (a path or a packaged config's name), which must define every one of
+  `functions`. `alternatives` says what exists instead, for the one-line errors (default: the packaged configs)."""
+  if alternatives is None:
+    alternatives = "packaged configs: " + ", ".join(packaged_names())
+  found = find(path)
+  if found is None:
+    raise ConfigError(f"config file {path!r} does not exist and names no packaged config; {alternatives}")
+  module = import_file(found)
+  for function in functions:
+    if not callable(getattr(module, function, None)):
+      raise ConfigError(f"{path!r} declares no {function}(); {alternatives}")
+  return module
 
 
 def import_file(path):
@@ -40,13 +85,10 @@ def parse_overrides(items):
 
 
 def load(spec, command_line=()):
-  """The locked config of "path.py[:arg]" with the command line's ("field", "text") overrides applied."""
+  """The locked config of "path.py[:arg]" (or "name[:arg]", a packaged config) with the command line's
+  ("field", "text") overrides applied."""
   path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist; experiment configs are in mnet_jax/configs/*.py, sweeps in experiments/*.py")
-  module = import_file(path)
-  if not callable(getattr(module, "get_config", None)):
-    raise ConfigError(f"{path!r} declares no get_config(); it is not an experiment config")
+  module = load_module(path)
   config = module.get_config(arg or None)
   set_fields(config, {dotted: parse_value(config, dotted, text) for dotted, text in command_line}, "the command line")
   config.lock()

@@ -14,7 +14,8 @@ from mnet_jax.errors import OneLineArgumentParser, exit_on_config_error
 @exit_on_config_error
 def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m mnet_jax.main", description=__doc__.splitlines()[0])
-  parser.add_argument("--config", required=True, help="experiment config file, path.py[:arg] (mnet_jax/configs/*.py)")
+  parser.add_argument("--config", required=True,
+                      help="experiment config file, path.py[:arg], or a packaged config's name[:arg] (fashion_mnist)")
   parser.add_argument("--workdir", required=True, help="directory for checkpoints, config.json and metrics.jsonl")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() first (one process per host)")

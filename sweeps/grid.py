@@ -1,7 +1,8 @@
 """A sweep: a config file's base config and the cells its `sweep(add, arg)` declares, each with its own workdir.
 
-A sweep file (experiments/table6.py, ...) has `get_config(arg=None)` (the base config) and `sweep(add, arg=None)`,
-which calls `add(**overrides)` once per cell, over any config field (dotted names via `add(**{"optim.x": 1})`).
+A sweep file (experiments/table6.py, ...) has `get_config(arg)` (the base config) and `sweep(add, arg)`, which calls
+`add(**overrides)` once per cell, over any config field (dotted names via `add(**{"optim.x": 1})`); `arg` is the text
+after the ":" of `--config path.py:arg`, or None, and an argument the file does not take is a one-line ConfigError.
 A cell's config is the base config, then the command line's `--config.field=value` overrides, then the cell's.
 Its workdir name is deterministic: `a{alpha}_r{resolution}`, then `_{field}={value}` for every other field the
 cell sets to a value that differs from the base config, so the same cell in two sweeps has the same name.
@@ -16,10 +17,12 @@ import re
 
 import ml_collections
 
-from mnet_jax.config_file import import_file, parse_value, set_fields
+from mnet_jax import config_file
+from mnet_jax.config_file import parse_value, set_fields
 from mnet_jax.errors import ConfigError
 from mnet_jax.workdir import write_atomically
 
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 SWEEP_FILE = "sweep.json"  # written into the sweep's workdir; the report reads the cell list from it
 
 
@@ -48,27 +51,24 @@ class Sweep:
 
 def sweep_files(directory):
   """The files of `directory` that declare a sweep."""
-  names = []
-  for path in sorted(glob.glob(os.path.join(directory, "*.py"))):
-    with open(path) as f:
-      if re.search(r"^def sweep\(", f.read(), re.MULTILINE):
-        names.append(os.path.basename(path))
-  return names
+  return [os.path.basename(path) for path in sorted(glob.glob(os.path.join(directory, "*.py")))
+          if config_file.declares(path, "sweep")]
 
 
 def load_module(path):
-  """Imports a config file by path (like ml_collections' config_flags)."""
-  if not os.path.isfile(path):
-    where = os.path.dirname(path) or "."
-    available = sweep_files(where)
-    raise ConfigError(f"sweep config {path!r} does not exist; sweeps in {where}/: "
-                      f"{', '.join(available) if available else 'none'}")
-  module = import_file(path)
-  for function in ("get_config", "sweep"):
-    if not callable(getattr(module, function, None)):
-      available = sweep_files(os.path.dirname(path) or ".")
-      raise ConfigError(f"{path!r} declares no {function}(); it is not a sweep config (sweeps beside it: "
-                        f"{', '.join(available) if available else 'none'})")
+  """The sweep file at `path`, imported by config_file's loader; it must define get_config(arg) and
+  sweep(add, arg)."""
+  where = os.path.dirname(path) or "."
+  if not sweep_files(where):  # a mistyped directory, or a config's: name the checkout's sweeps
+    where = os.path.relpath(EXPERIMENTS) if os.path.isdir(EXPERIMENTS) else EXPERIMENTS
+  available = sweep_files(where)
+  module = config_file.load_module(path, ("get_config", "sweep"),
+                                   f"sweeps in {where}/: {', '.join(available) if available else 'none'}")
+  try:
+    inspect.signature(module.sweep).bind(None, None)
+  except TypeError:
+    raise ConfigError(f"{path!r} declares sweep{inspect.signature(module.sweep)}; a sweep file declares "
+                      "sweep(add, arg), arg being its --config argument (None without one)") from None
   return module
 
 
@@ -105,16 +105,12 @@ def load(spec, command_line=(), seeds=1):
   path, _, arg = spec.partition(":")
   arg = arg or None
   module = load_module(path)
-  path = os.path.abspath(path)
+  path = os.path.abspath(module.__file__)
   name = sweep_name(path, arg)
   requests = []
-  add = lambda **overrides: requests.append(overrides)  # noqa: E731
-  if len(inspect.signature(module.sweep).parameters) > 1:
-    module.sweep(add, arg)
-  else:
-    module.sweep(add)
+  module.sweep(lambda **overrides: requests.append(overrides), arg)
   if not requests:
-    raise ConfigError(f"sweep {name!r} declares no cells: its sweep(add) never calls add()")
+    raise ConfigError(f"sweep {name!r} declares no cells: its sweep(add, arg) never calls add()")
 
   base = module.get_config(arg)
   command_values = {dotted: parse_value(base, dotted, text) for dotted, text in command_line}

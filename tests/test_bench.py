@@ -23,6 +23,7 @@ def run_bench(*args):
     ("1.0,32,8,float16", "dtype must be one of float32, bfloat16"),
     ("wide,32,8,float32", "alpha must be a number"),
 ])
+@pytest.mark.slow
 def test_bad_setting_is_one_line(setting, message):
   result = run_bench("--setting", setting)
   assert result.returncode != 0
@@ -105,6 +106,7 @@ def test_bench_step_is_the_trainers_step():
                expected_state.params)
 
 
+@pytest.mark.slow
 def test_bad_kernel_sizes_is_one_line():
   result = run_bench("--kernel-sizes", "3,4")
   assert result.returncode != 0
@@ -132,6 +134,7 @@ def test_torch_peer_is_built_from_architecture(kernel_sizes, split):
     ("jpeg_decode_floor.py", ["--images", "4", "--rounds", "1"], "# "),
     ("kernel_ab.py", ["--setting", "0.25,32,2,2", "--variant", "pointwise=dot", "--rounds", "1"], "machine="),
 ])
+@pytest.mark.slow
 def test_benchmark_script_runs_as_documented(script, args, first_line):
   """`python benchmarks/SCRIPT` from the repository root, as the docs give it, at a tiny size: it imports what it
   needs without the repository on the path and prints its table."""

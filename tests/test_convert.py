@@ -208,6 +208,7 @@ def test_command_line_writes_a_workdir_restored_like_any_other(tmp_path, small_k
   assert logits_difference(small_keras_model, variables, 0.25, 128) <= LOGITS_TOLERANCE
 
 
+@pytest.mark.slow
 def test_command_line_refuses_a_file_for_another_alpha_in_one_line(tmp_path, small_keras_model):
   path = str(tmp_path / "mobilenet_2_5_128_tf.h5")
   save_legacy_h5(small_keras_model, path)

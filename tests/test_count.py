@@ -114,6 +114,7 @@ def test_variant_names():
   assert variant_of("0.75 MobileNet-224") == "standard"
 
 
+@pytest.mark.slow
 def test_xla_cost_analysis_agrees_with_analytic_count():
   # XLA counts 2 flops per multiply-accumulate, plus the elementwise work (BatchNorm, ReLU6, pooling,
   # bias) that the paper's convention leaves out; that extra is a few percent of the total here.
@@ -127,6 +128,7 @@ def test_xla_cost_analysis_agrees_with_analytic_count():
   assert 1.0 <= cost["flops"] / analytic_flops <= 1.05, (cost["flops"], analytic_flops)
 
 
+@pytest.mark.slow
 def test_cli_json_and_table():
   out = subprocess.run([sys.executable, "-m", "mnet_jax.count", "--alpha", "0.5", "--resolution", "160", "--json"],
                        capture_output=True, text=True, check=True).stdout
@@ -146,6 +148,7 @@ def test_cli_json_and_table():
     (["--variant", "deep"], "variant='deep' is unknown; allowed: standard, shallow, full_conv"),
     (["--num-classes", "0"], "num_classes=0 is not allowed"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(args, message):
   result = subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], capture_output=True, text=True)
   assert result.returncode != 0
@@ -212,6 +215,7 @@ def test_kernel_sizes_count_equals_independent_count(alpha, resolution, num_clas
   assert sum(leaf.size for leaf in jax.tree.leaves(shapes["params"])) == totals["trainable_params"]
 
 
+@pytest.mark.slow
 def test_cli_kernel_sizes_json_table_and_paper():
   run = lambda *args: subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], capture_output=True, text=True,
                                      check=True).stdout
@@ -235,6 +239,7 @@ def test_cli_kernel_sizes_json_table_and_paper():
     (["--kernel-sizes", "3,5,7,9,11,13,15,17,19", "--alpha", "0.25"], "leaves a group of block1_dw (8 channels) empty"),
     (["--kernel-sizes", "3,5,7,9,11", "--kernel-split", "exponential", "--alpha", "0.25"], "(8 channels) empty"),
 ])
+@pytest.mark.slow
 def test_cli_bad_kernel_sizes_are_one_line(args, message):
   result = subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], capture_output=True, text=True)
   assert result.returncode != 0

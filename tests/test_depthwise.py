@@ -123,6 +123,7 @@ print(len(os.sched_getaffinity(0)), *digests)
 """
 
 
+@pytest.mark.slow
 def test_cpu_kernel_gradients_are_deterministic():
   """Partial sums (depthwise kernel gradient, BatchNorm statistics) are added in a fixed order whatever thread ran
   them, so gradients are bitwise equal from call to call and with one core or all of them (resumed runs replay
@@ -160,6 +161,7 @@ def test_unknown_impl_is_one_clear_line():
     resolve_impl("fast", "portable")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", FAST)
 def test_model_gradients_do_not_depend_on_impl(impl):
   """Same parameters (checkpoints interchangeable) and the same training gradients through the whole net."""

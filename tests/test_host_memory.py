@@ -39,6 +39,7 @@ def faults_per_call(mode):
   return applied == "True", int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc options")
 def test_freed_memory_is_reused_across_calls():
   applied, faults = faults_per_call("keep")

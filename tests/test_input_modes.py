@@ -179,6 +179,7 @@ def test_pipeline_benchmark_prints_a_json_line_per_mode():
   assert 0 < rows[-1]["device_crop_over_step"]
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_bad_resolutions_is_one_line():
   import subprocess
   import sys

@@ -61,6 +61,7 @@ def test_auto_resolves_to_the_cpu_kernels_in_a_single_device_cpu_process():
     resolve_kernels("fast")
 
 
+@pytest.mark.slow
 def test_cpu_kernels_on_several_devices_is_one_line():
   code = ("from mnet_jax.ops import resolve_kernels\nprint(resolve_kernels('auto'))\n"
           "try: resolve_kernels('cpu')\nexcept ValueError as e: print(e)")

@@ -68,6 +68,7 @@ def test_depthwise_matches_reference(impl, stride, size):
   np.testing.assert_allclose(out, reference_depthwise(x, kernel, stride), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_forward_bfloat16_keeps_float32_params():
   model = MobileNetV1(alpha=0.25, num_classes=7, dtype="bfloat16")
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
@@ -80,6 +81,7 @@ def test_forward_bfloat16_keeps_float32_params():
   np.testing.assert_allclose(logits, reference, atol=0.1 * float(jnp.abs(reference).max()) + 1e-3)
 
 
+@pytest.mark.slow
 def test_train_mode_updates_batch_stats_and_uses_dropout():
   model = MobileNetV1(alpha=0.25, num_classes=10, dropout_rate=0.5, activation="relu")
   images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
@@ -110,6 +112,7 @@ def test_bad_model_inputs(kwargs, shape, message):
   assert message in str(error.value)
 
 
+@pytest.mark.slow
 def test_kernel_sizes_param_tree_and_mixconv_forward():
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   vanilla = MobileNetV1(alpha=0.25, num_classes=5, kernel_sizes=(7,)).init(jax.random.key(1), images)["params"]

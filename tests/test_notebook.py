@@ -25,7 +25,7 @@ def get_config(arg=None):
   return config
 
 
-def sweep(add):
+def sweep(add, arg):
   for alpha in (0.25, 0.5):
     add(alpha=alpha)
 '''

@@ -44,6 +44,7 @@ def run_prepare(out, *flags):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_killed_halfway_and_run_again_gives_the_manifest_of_an_uninterrupted_run(tmp_path):
   whole = run_prepare(tmp_path / "whole")
   assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
@@ -93,6 +94,7 @@ def test_training_from_a_prepared_copy(tmp_path, prepared_dir, mode):
   assert (recorded["input_mode"], recorded["prepared_dir"]) == (mode, prepared_dir)
 
 
+@pytest.mark.slow
 def test_prepared_batches_have_the_config_shapes(prepared_dir):
   for mode, shape in (("prepared_jpeg", (8, 32, 32, 3)), ("uint8_store", (8, 40, 40, 3))):
     config = imagenet.get_config("runlocal")
@@ -124,6 +126,7 @@ def test_a_non_image_dataset(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_directory(tmp_path, prepared_dir):
   config = imagenet.get_config("runlocal")
   with tfds.testing.mock_data(num_examples=80):
@@ -135,6 +138,7 @@ def test_other_settings_in_the_same_directory(tmp_path, prepared_dir):
   assert os.listdir(tmp_path) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_command_line_bad_flag_is_one_line(tmp_path):
   result = subprocess.run([sys.executable, "-m", "mnet_jax.prepare", *FLAGS[:2], "--out", str(tmp_path / "o"),
                            "--formats", "png"], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -44,7 +44,7 @@ def write_grid(tmp_path, sweep_body, num_steps=2, wandb_mode="disabled", name="t
 
 
 FOUR_CELLS = '''
-def sweep(add):
+def sweep(add, arg):
   for alpha in (0.25, 0.5):
     for learning_rate in (0.1, 0.05):
       add(alpha=alpha, **{"optim.base_learning_rate": learning_rate})
@@ -112,6 +112,7 @@ def test_any_field_can_be_swept_and_overridden(tmp_path):
   assert all(c.config.batch_size == 8 and c.config.data.flip is False for c in sweep.cells)
 
 
+@pytest.mark.slow
 def test_list_prints_the_cells_with_their_index(tmp_path):
   result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--list")
   lines = result.stdout.strip().splitlines()
@@ -130,28 +131,33 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_sweep_name(tmp_path):
   result = launch("--config", "experiments/table66.py", "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "experiments/table66.py", "does not exist", "table6.py", "grid16.py")
 
 
+@pytest.mark.slow
 def test_config_without_a_sweep(tmp_path):
   result = launch("--config", "mnet_jax/configs/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "mnet_jax/configs/fashion_mnist.py", "declares no sweep()", "not a sweep config")
 
 
+@pytest.mark.slow
 def test_empty_grid(tmp_path):
-  path = write_grid(tmp_path, "def sweep(add):\n  pass\n")
+  path = write_grid(tmp_path, "def sweep(add, arg):\n  pass\n")
   result = launch("--config", path, "--workdir", str(tmp_path / "w"), check=False)
   assert_one_line_error(result, "declares no cells")
 
 
+@pytest.mark.slow
 def test_cell_out_of_range(tmp_path):
   result = launch("--config", write_grid(tmp_path, FOUR_CELLS), "--workdir", str(tmp_path / "w"), "--cell", "4",
                   check=False)
   assert_one_line_error(result, "--cell 4 is out of range", "4 cells (0-3)")
 
 
+@pytest.mark.slow
 def test_workdir_not_writable(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
@@ -159,6 +165,7 @@ def test_workdir_not_writable(tmp_path):
   assert_one_line_error(result, str(blocker / "sweep"), "is not writable")
 
 
+@pytest.mark.slow
 def test_unknown_override_and_swept_override(tmp_path):
   path = write_grid(tmp_path, FOUR_CELLS)
   result = launch("--config", path, "--list", "--config.optim.no_such_field=1", check=False)
@@ -167,6 +174,7 @@ def test_unknown_override_and_swept_override(tmp_path):
   assert_one_line_error(result, "--config.alpha", "sets it in every cell")
 
 
+@pytest.mark.slow
 def test_unknown_dataset_argument():
   result = launch("--config", "experiments/grid16.py:data=cifar", "--list", check=False)
   assert_one_line_error(result, "data='cifar'", "fashion_mnist")
@@ -202,7 +210,7 @@ def test_cell_processes_match_the_local_executor(tmp_path):
 
 @pytest.mark.slow
 def test_killed_mid_cell_resumes_that_cell_and_skips_finished_ones(tmp_path):
-  path = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5)\n", num_steps=60)
+  path = write_grid(tmp_path, "def sweep(add, arg):\n  add(alpha=0.25)\n  add(alpha=0.5)\n", num_steps=60)
   workdir = tmp_path / "sweep"
   process = subprocess.Popen([sys.executable, "-m", "sweeps.launch", "--config", path, "--workdir", str(workdir)],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -231,7 +239,7 @@ def test_killed_mid_cell_resumes_that_cell_and_skips_finished_ones(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_executor_records_a_failing_cell_and_runs_the_other(tmp_path):
-  body = "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5, **{'model.activation': 'no_such_activation'})\n"
+  body = "def sweep(add, arg):\n  add(alpha=0.25)\n  add(alpha=0.5, **{'model.activation': 'no_such_activation'})\n"
   path = write_grid(tmp_path, body, wandb_mode="offline")
   workdir = tmp_path / "sweep"
   result = launch("--config", path, "--workdir", str(workdir), "--executor", "submitit-local", check=False)
@@ -269,7 +277,7 @@ def test_cells_per_device_runs_k_processes_each_on_its_cores_with_the_same_error
   probes = tmp_path / "probes"
   probes.mkdir()
   body = PROBE.format(probe_dir=str(probes)) + (
-      "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5, **{'model.activation': 'no_such_activation'})\n")
+      "def sweep(add, arg):\n  add(alpha=0.25)\n  add(alpha=0.5, **{'model.activation': 'no_such_activation'})\n")
   path = write_grid(tmp_path, body)
   workdir = tmp_path / "sweep"
   env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
@@ -301,6 +309,7 @@ def test_cells_per_device_environment_on_gpus():
              for s in slots)
 
 
+@pytest.mark.slow
 def test_bad_cells_per_device(tmp_path):
   path = write_grid(tmp_path, FOUR_CELLS)
   result = launch("--config", path, "--workdir", str(tmp_path / "w"), "--cells-per-device", "0", check=False)
@@ -312,8 +321,9 @@ def test_bad_cells_per_device(tmp_path):
 
 # --- seeds and spread -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_seeds_repeat_every_cell_first_seeds_first(tmp_path):
-  path = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
+  path = write_grid(tmp_path, "def sweep(add, arg):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
   sweep = grid.load(path, [("seed", "3")], seeds=2)
   assert [c.name for c in sweep.cells] == ["a0.25_r32", "a0.5_r32", "a0.25_r32_seed=4", "a0.5_r32_seed=4"]
   assert [c.config.seed for c in sweep.cells] == [3, 3, 4, 4]
@@ -322,7 +332,7 @@ def test_seeds_repeat_every_cell_first_seeds_first(tmp_path):
                                                      ("a0.5_r32", 4)]
   assert [r["key"] for r in rows[:2]] == [r["key"] for r in rows[2:]] and rows[0]["key"] != rows[1]["key"]
   assert_one_line_error(launch("--config", path, "--list", "--seeds", "0", check=False), "--seeds 0", ">= 1")
-  seeded = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25, seed=1)\n", name="seeded.py")
+  seeded = write_grid(tmp_path, "def sweep(add, arg):\n  add(alpha=0.25, seed=1)\n", name="seeded.py")
   assert_one_line_error(launch("--config", seeded, "--list", "--seeds", "2", check=False), "--seeds 2",
                         "set seed themselves")
 
@@ -385,7 +395,7 @@ def test_two_seeds_per_cell_give_mean_std_and_error_bars(tmp_path):
   import statistics
   from matplotlib.container import ErrorbarContainer
   from mnet_jax import metrics
-  path = write_grid(tmp_path, "def sweep(add):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
+  path = write_grid(tmp_path, "def sweep(add, arg):\n  add(alpha=0.25)\n  add(alpha=0.5)\n")
   workdir = tmp_path / "sweep"
   result = launch("--config", path, "--workdir", str(workdir), "--seeds", "2")
   assert "a0.5_r32_seed=1 trained" in result.stdout and "latency a0.5_r32_seed=1" in result.stdout

@@ -54,6 +54,7 @@ def train_lines(workdir):
   return [m for m in metrics.read_metrics(workdir) if "loss" in m and "split" not in m]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_config_metrics_and_checkpoints(tmp_path):
   config = tiny_config(num_steps=10, checkpoint_every_steps=5, log_every_steps=1)
   final = train.train_and_evaluate(config, str(tmp_path))
@@ -126,6 +127,7 @@ def test_chrono_counts_neither_the_first_step_nor_pauses(monkeypatch):
   assert chrono.train_seconds() == 121.0  # wall time, pauses included, after 100 s of earlier attempts
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
   config = tiny_config(num_steps=4, checkpoint_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path))
@@ -141,6 +143,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
   assert jax.tree.structure(variables) == jax.tree.structure(abstract)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
   config = tiny_config(num_steps=6)
   config.optim.base_learning_rate = 1e30
@@ -256,6 +259,7 @@ def test_modern_recipe_warms_up_then_decays_to_zero_and_scales_with_batch_size()
     optim.build(optim_config, 512, 10, 100)
 
 
+@pytest.mark.slow
 def test_init_from_starts_a_new_run_from_another_workdirs_weights(tmp_path):
   """Fine-tuning: `config.init_from` loads another workdir's latest variables (a training run, or converted
   Keras weights), with a fresh optimizer and step 0."""
@@ -285,6 +289,7 @@ print(jax.config.jax_compilation_cache_dir)
 """
 
 
+@pytest.mark.slow
 def test_compiled_programs_are_kept_in_the_project_cache_unless_jax_has_one(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
   ours = subprocess.run([sys.executable, "-c", COMPILATION_CACHE], capture_output=True, text=True,
