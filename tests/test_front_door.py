@@ -13,6 +13,7 @@ from mnet_jax.errors import ConfigError
 from sweeps import grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED_ARGUMENT = {"distill.py": "teacher"}  # sweep files whose argument has no default
 W = "{workdir}"  # replaced by a path inside the test's empty tmp_path
 
 BAD_INPUTS = [
@@ -98,7 +99,12 @@ def test_every_sweep_file_takes_its_argument_in_both_functions_and_refuses_other
   module = grid.load_module(os.path.join(REPO, "experiments", name))
   cells = []
   module.sweep(lambda **overrides: cells.append(overrides), None)
-  assert cells and module.get_config(None).alpha > 0
+  assert cells
+  if name in REQUIRED_ARGUMENT:  # no default exists: the one line names the argument to give
+    with pytest.raises(ConfigError, match=f"{REQUIRED_ARGUMENT[name]}=''"):
+      module.get_config(None)
+  else:
+    assert module.get_config(None).alpha > 0
   for call in (lambda: module.get_config("typo"), lambda: module.sweep(lambda **_: None, "typo")):
     with pytest.raises(ConfigError, match="config argument 'typo' is unknown"):
       call()
