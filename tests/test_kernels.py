@@ -32,9 +32,6 @@ def tiny_config(kernels, dtype="float32"):
   return config
 
 
-COSINE, STEP3_REL, TEST_LOSS_REL = 0.0, 1e-2, 1e-1
-
-
 def train_lines(workdir):
   return [m for m in metrics.read_metrics(workdir) if "loss" in m and "split" not in m]
 
@@ -82,18 +79,16 @@ def test_cpu_and_portable_gradients_agree_leaf_by_leaf_after_a_few_steps(cpu_run
   # bfloat16 rounds every layer's output to 8 significant bits and the last BatchNorms (32 values at 1x1) amplify
   # it: gradients leaf by leaf are not comparable. The model must still compute float32's function: logits
   # correlated with float32's (measured 0.92 and 0.93) and as spread (a collapsed model's are constant), the loss
-  # within 8 % (measured 3.2 % and 1.9 %) and the whole gradient pointing the same way.
+  # within 8 % (measured 3.2 % and 1.9 %) and the whole gradient pointing the same way (cosine below).
   flat = np.concatenate([g.ravel() for g in grads])
   for kernels in ("cpu", "portable"):
     low_loss, low_logits, low_grads = results[kernels, "bfloat16"]
     low_flat = np.concatenate([g.ravel() for g in low_grads])
     cosine = np.dot(low_flat, flat) / np.linalg.norm(low_flat) / np.linalg.norm(flat)
-    print(kernels, low_loss / loss - 1, np.corrcoef(low_logits.ravel(), logits.ravel())[0, 1],
-          low_logits.std(0).mean() / logits.std(0).mean(), cosine)
     assert low_loss == pytest.approx(loss, rel=0.08)
     assert np.corrcoef(low_logits.ravel(), logits.ravel())[0, 1] > 0.8
     assert 0.7 < low_logits.std(0).mean() / logits.std(0).mean() < 1.4
-    assert cosine > COSINE
+    assert cosine > 0.2  # measured 0.41 and 0.44; unrelated directions in 10^5 dimensions give about 0
 
 
 @pytest.mark.slow
@@ -110,13 +105,13 @@ def test_a_run_checkpointed_under_one_kernel_set_resumes_under_the_other(tmp_pat
     assert json.load(f)["model"]["kernels"] == final["kernels"] == "portable"
   whole, resumed = train_lines(cpu_run), train_lines(killed)
   assert [m["loss"] for m in resumed[:2]] == [m["loss"] for m in whole[:2]]  # the same kernels until the kill
-  # Step 3 starts from the restored weights, optimizer state and batch: float rounding apart (measured ...).
+  # Step 3 starts from the restored weights, optimizer state and batch under the other set: float rounding apart
+  # (measured 2e-6 in the loss, 3e-5 in the gradient's norm, 2e-5 in the update's). Step 4 is not compared
+  # tightly: this tiny net turns such differences into percent-level ones within a step or two (the gradient's
+  # norm 3.8 % apart); the test loss after it was measured 1e-3 apart.
   for key in ("loss", "l2_grads", "l2_updates", "l2_params"):
-    print(key, resumed[2][key] / whole[2][key] - 1, resumed[3][key] / whole[3][key] - 1)
-    assert resumed[2][key] == pytest.approx(whole[2][key], rel=STEP3_REL), key
-  reference = metrics.final_metrics(cpu_run)
-  print("test", final["test_loss"] / reference["test_loss"] - 1)
-  assert final["test_loss"] == pytest.approx(reference["test_loss"], rel=TEST_LOSS_REL)
+    assert resumed[2][key] == pytest.approx(whole[2][key], rel=1e-4), key
+  assert final["test_loss"] == pytest.approx(metrics.final_metrics(cpu_run)["test_loss"], rel=5e-3)
 
 
 def test_auto_resolves_to_the_cpu_kernels_in_a_single_device_cpu_process():
