@@ -27,7 +27,8 @@ FLAGS = ["--config", "mnet_jax/configs/fashion_mnist.py:runlocal", "--config.mod
 
 
 def tiny_config(kernels, dtype="float32"):
-  config = config_file.load(os.path.join(REPO, FLAGS[1]), [tuple(flag[len("--config."):].split("=")) for flag in FLAGS[2:]])
+  overrides = [tuple(flag[len("--config."):].split("=")) for flag in FLAGS[2:]]
+  config = config_file.load(os.path.join(REPO, FLAGS[1]), overrides)
   config.model.kernels, config.model.dtype = kernels, dtype
   return config
 
