@@ -44,7 +44,8 @@ def evaluate_workdir(workdir):
       evaluation.update({f"ema_{k}": v for k, v in ema_evaluation.items() if k != "num_examples"})
   previous = metrics_lib.final_metrics(workdir) or {}
   record = final_record(step, evaluation, model_facts(config, data.num_classes), previous.get("train_seconds"),
-                        previous.get("images_per_second"), previous.get("kernels"))
+                        previous.get("images_per_second"), previous.get("kernels"), previous.get("num_devices"),
+                        previous.get("num_processes"))
   metrics_lib.Writer(workdir).write(record)
   return record
 

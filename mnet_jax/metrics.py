@@ -5,7 +5,9 @@ Only process 0 writes. wandb runs offline by default (a run directory under work
 configured, and an online start that fails falls back to offline.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -86,9 +88,12 @@ def run_id(config_json, workdir):
 
 
 def has_wandb_key():
+  """Whether wandb finds credentials (WANDB_API_KEY, its settings, .netrc), without asking or going online. The
+  check wandb itself recommends; its messages ("Loaded credentials ...") are kept off the run's output."""
   try:
     import wandb
-    return bool(wandb.api.api_key)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+      return bool(wandb.login(prompt=False, verify=False))
   except Exception:
     return False
 

@@ -12,11 +12,15 @@ Training reads it with `--config.data.prepared_dir=DIR --config.data.input_mode=
 The work is done shard by shard (--shard-size examples), decoded and encoded in parallel on every core; a shard
 is recorded as done only once its files are complete, so a run that was stopped continues where it was when
 started again with the same flags. manifest.json (source, size, quality, counts, checksums) is written last.
+
+For tests only: with MNET_JAX_TEST_KILL_AFTER_SHARD={split}-NNNNN in the environment (e.g. validation-00009),
+the process SIGKILLs itself once that shard is recorded as done.
 """
 
 import hashlib
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -30,6 +34,7 @@ from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_e
 from mnet_jax.workdir import write_atomically
 
 FORMATS = ("prepared_jpeg", "uint8_store")
+KILL_AFTER_SHARD = "MNET_JAX_TEST_KILL_AFTER_SHARD"  # tests only (module docstring)
 SIZE_FACTOR = 1.25  # shorter side stored / training resolution (fast.ai's 128 px from 160, 224 from ~280)
 
 
@@ -125,6 +130,8 @@ def prepare_split(builder, split, out, settings, bar):
         store.flush()
         record["uint8_sha256"] = sha256(squares.tobytes())
       write_atomically(done_path(k), json.dumps(record))
+      if os.environ.get(KILL_AFTER_SHARD) == f"{split}-{k:05d}":
+        os.kill(os.getpid(), signal.SIGKILL)
       done[k] = record
       bar.update(len(labels))
   entry = {"count": count, "shards": num_shards}

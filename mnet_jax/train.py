@@ -5,12 +5,17 @@ and the state is replicated, so one `jax.jit` step serves 1 CPU, 8 GPUs or many 
 batch statistics are computed over the global batch without any axis_name. The state is created with
 `jax.eval_shape` + `jax.jit(out_shardings=...)` and donated to each step. Metrics are fetched one step
 late so the device never waits for the host.
+
+For tests only: with MNET_JAX_TEST_KILL_AFTER_CHECKPOINT=N in the environment, every process SIGKILLs itself
+once checkpoint N is committed (after a barrier, so all of them die there), which puts a kill at a chosen
+point without a test polling the workdir.
 """
 
 import contextlib
 import os
 import threading
 import queue
+import signal
 import time
 from typing import Any
 
@@ -26,6 +31,9 @@ from mnet_jax import checkpoint, data as data_lib, distill, metrics as metrics_l
 from mnet_jax.errors import ConfigError
 from mnet_jax.models.mobilenet_v1 import MIN_RESOLUTION, check_positive_int
 from mnet_jax.workdir import final_record, model_facts, model_from_config, with_resolved_kernels, write_config
+
+
+KILL_AFTER_CHECKPOINT = "MNET_JAX_TEST_KILL_AFTER_CHECKPOINT"  # tests only (module docstring)
 
 
 class TrainingDiverged(RuntimeError):
@@ -334,6 +342,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if rate is not None:
       meta["images_per_second"] = rate
     checkpoint.save(checkpoints, step, items, meta)
+    if os.environ.get(KILL_AFTER_CHECKPOINT) == str(step):
+      wait_for_every_process(f"mnet_jax_kill_{step}")  # every process has committed its part
+      os.kill(os.getpid(), signal.SIGKILL)
 
   chrono = Chrono(meta.get("train_seconds", 0.0))
   bar = metrics_lib.progress_bar(num_steps, start_step)
@@ -380,7 +391,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       save_checkpoint(0)
     rate = meta.get("images_per_second")
     evaluation = evaluate_all(jitted_eval_step, state, data, batch_sharding, config.data.eval_split)
-    final = final_record(num_steps, evaluation, facts, seconds, rate, model.kernels)
+    final = final_record(num_steps, evaluation, facts, seconds, rate, model.kernels, jax.device_count(),
+                         jax.process_count())
     writer.write(final)
     return metrics_lib.final_metrics(workdir) or final
   finally:

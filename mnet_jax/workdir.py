@@ -95,10 +95,13 @@ def model_facts(config, num_classes):
           "variant": config.variant}
 
 
-def final_record(step, evaluation, facts, train_seconds, images_per_second, kernels):
+def final_record(step, evaluation, facts, train_seconds, images_per_second, kernels, num_devices, num_processes):
+  """The final metrics line: the evaluation as test_*, the model facts, and how the training ran (its last attempt:
+  time, images/s, kernel set, devices and processes)."""
   record = {"final": True, "step": step, "split": evaluation["split"]}
   record.update({f"test_{k}": v for k, v in evaluation.items() if k not in ("split", "num_examples")})
   record["num_examples"] = evaluation["num_examples"]
   record.update(facts)
-  record.update(train_seconds=train_seconds, images_per_second=images_per_second, kernels=kernels)
+  record.update(train_seconds=train_seconds, images_per_second=images_per_second, kernels=kernels,
+                num_devices=num_devices, num_processes=num_processes)
   return record

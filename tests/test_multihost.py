@@ -17,12 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from mnet_jax import metrics
+from mnet_jax import metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs a module's main under tfds.testing.mock_data (random examples, the same in every process) when asked.
@@ -39,11 +38,16 @@ else:
 """
 
 
+LOSS_RTOL = 2e-5
+TEST_LOSS_REL = 5e-3  # measured 3e-4 (Fashion-MNIST) and 8e-6 (uint8 store); 1.2e-3 before
+
+
 @dataclasses.dataclass
 class Case:
   flags: list
   mock: bool = False
   order_independent_of_processes: bool = True
+  steps_within_noise: int = 3  # against a one-process reference: the first losses compared to float noise
 
 
 COMMON = ["--config.num_steps=4", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1",
@@ -56,7 +60,11 @@ CASES = {
     "imagenet_mock_jpeg": Case(IMAGENET, mock=True, order_independent_of_processes=False),
     "imagenet_mock_prepared_jpeg": Case([*IMAGENET, "--config.data.input_mode=prepared_jpeg", PREPARED],
                                         order_independent_of_processes=False),
-    "imagenet_mock_uint8_store": Case([*IMAGENET, "--config.data.input_mode=uint8_store", PREPARED]),
+    # Its third loss was measured 3.1e-3 from one process's (the first two 1.2e-6): 1000 random classes turn the
+    # reduction order into chaos a step sooner. The resumed two-process run equals an uninterrupted two-process one
+    # bit for bit there.
+    "imagenet_mock_uint8_store": Case([*IMAGENET, "--config.data.input_mode=uint8_store", PREPARED],
+                                      steps_within_noise=2),
 }
 
 
@@ -78,13 +86,13 @@ def free_port():
     return s.getsockname()[1]
 
 
-def start(module, case, workdir, processes, *flags, prepared=None):
+def start(module, case, workdir, processes, *flags, prepared=None, base_env=None):
   """`processes` processes of `module` (one CPU device each), with --multihost when there are several."""
   port = free_port()
   started = []
   case_flags = [flag.format(prepared=prepared) for flag in case.flags]
   for index in range(processes):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**(base_env or os.environ), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     args = [*case_flags, "--workdir", str(workdir), *flags] if module == "mnet_jax.main" else [*flags]
     if processes > 1:
       env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes),
@@ -106,18 +114,6 @@ def train_lines(workdir):
   return [m for m in metrics.read_metrics(workdir) if "loss" in m and "split" not in m]
 
 
-def kill_after_checkpoint(started, workdir, step):
-  deadline = time.time() + 600
-  while not (workdir / "checkpoints" / str(step)).is_dir():
-    assert all(p.poll() is None for p in started), started[0].communicate()[1][-3000:]
-    assert time.time() < deadline, "no checkpoint written in time"
-    time.sleep(0.01)
-  for process in started:
-    process.send_signal(signal.SIGKILL)
-  for process in started:
-    process.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request, name):
@@ -129,32 +125,42 @@ def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request
   # One process with one device computes with the same kernel set as two (several devices: portable).
   finish(run(reference, reference_processes, "--config.model.kernels=portable"))
 
-  kill_after_checkpoint(run(killed, 2), killed, 2)
-  assert metrics.final_metrics(killed) is None, "the run finished before it could be killed"
+  # Every process kills itself once checkpoint 2 is committed: the test-only hook of mnet_jax.train.
+  attempt = run(killed, 2, base_env={**os.environ, train.KILL_AFTER_CHECKPOINT: "2"})
+  outputs = [p.communicate(timeout=600) for p in attempt]
+  assert [p.returncode for p in attempt] == [-signal.SIGKILL] * 2, outputs[0][1][-3000:]
+  assert metrics.final_metrics(killed) is None and os.listdir(killed / "checkpoints") == ["2"]
   outputs = finish(run(killed, 2))
   assert "resuming from checkpoint step 2" in outputs[0]
   assert [line for line in outputs[1].splitlines() if not line.startswith("[Gloo]")] == []  # process 1: nothing
 
   expected, actual = metrics.final_metrics(reference), metrics.final_metrics(killed)
-  assert actual["kernels"] == "portable" and actual["step"] == 4
+  assert (actual["kernels"], actual["step"], actual["num_devices"], actual["num_processes"]) == ("portable", 4, 2, 2)
   # Only process 0 writes: one line per step and one final line, no duplicates.
   assert [m["step"] for m in train_lines(killed)] == [1, 2, 3, 4]
   assert len([m for m in metrics.read_metrics(killed) if m.get("final")]) == 1
-  # Float noise only: two processes sum the batch (and BatchNorm's statistics) in another order than one. Measured
-  # here: the first three steps' losses within 1e-5, the final test loss within 1.2e-3 (relative), one test
-  # example of 64 on another side of its decision. Step 4's loss is not compared: this tiny net turns such
-  # differences into percent-level ones within about 4 steps (its last BatchNorms normalise 32 values at 1x1 with
-  # near-constant channels; test_train's two-device test), measured 6 % here. The test loss after 4 steps is near
-  # ln 10 whatever the data, so the losses of the first steps are what shows each process read its rows.
   losses = [m["loss"] for m in train_lines(killed)]
   reference_losses = [m["loss"] for m in train_lines(reference)]
-  if reference_processes == 2:
-    assert losses == reference_losses  # the same processes in the same order: bitwise
-  np.testing.assert_allclose(losses[:3], reference_losses[:3], rtol=1e-3)
   assert np.all(np.isfinite(losses))
-  assert actual["num_examples"] == expected["num_examples"]
-  assert actual["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-2)
-  assert actual["test_top1"] == pytest.approx(expected["test_top1"], abs=2.5 / actual["num_examples"])
+  if reference_processes == 2:  # the same processes in the same order: bitwise (docs/multihost.md)
+    strip = lambda record, *keys: {k: v for k, v in record.items() if k not in keys}  # noqa: E731
+    assert [strip(m, "images_per_second") for m in train_lines(killed)] == [
+        strip(m, "images_per_second") for m in train_lines(reference)]
+    assert strip(actual, "train_seconds", "images_per_second") == strip(expected, "train_seconds",
+                                                                        "images_per_second")
+  else:
+    # Float noise only: two processes sum the batch (and BatchNorm's statistics) in another order than one.
+    # Measured here (Fashion-MNIST): the first three steps' losses within 1.3e-5, the final test loss within 3e-4
+    # (relative; 1.2e-3 measured before), one
+    # test example of 64 on another side of its decision. Step 4's loss is not compared: this tiny net turns such
+    # differences into percent-level ones within about 4 steps (its last BatchNorms normalise 32 values at 1x1 with
+    # near-constant channels; test_train's two-device test), measured 6 % here. The test loss after 4 steps is near
+    # ln 10 whatever the data, so the losses of the first steps are what shows each process read its rows.
+    steps = case.steps_within_noise
+    np.testing.assert_allclose(losses[:steps], reference_losses[:steps], rtol=LOSS_RTOL)
+    assert actual["num_examples"] == expected["num_examples"]
+    assert actual["test_loss"] == pytest.approx(expected["test_loss"], rel=TEST_LOSS_REL)
+    assert actual["test_top1"] == pytest.approx(expected["test_top1"], abs=2.5 / actual["num_examples"])
 
   # The same checkpoint evaluated by one process: the whole split, each example once, whatever the process count.
   alone = tmp_path / "alone"

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -39,9 +38,9 @@ prepare.main(sys.argv[1:])
 FLAGS = ["--config", "mnet_jax/configs/imagenet.py:runlocal", "--shard_size", "4", "--size", "40"]
 
 
-def run_prepare(out, *flags):
+def run_prepare(out, *flags, env=None):
   return subprocess.Popen([sys.executable, "-c", MOCK_PREPARE, *FLAGS, "--out", str(out), *flags], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 @pytest.mark.slow
@@ -49,15 +48,12 @@ def test_killed_halfway_and_run_again_gives_the_manifest_of_an_uninterrupted_run
   whole = run_prepare(tmp_path / "whole")
   assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
   assert "prepared imagenet2012 (train 200, validation 200 images) at shorter side 40" in whole.stdout.read()
-  killed = run_prepare(tmp_path / "killed")
-  done = tmp_path / "killed" / ".done"
-  deadline = time.time() + 300
-  while killed.poll() is None and time.time() < deadline and (
-      not done.is_dir() or len(os.listdir(done)) < 60):  # 60 of 100 shards
-    time.sleep(0.005)
-  killed.send_signal(signal.SIGKILL)
-  killed.wait()
-  assert not (tmp_path / "killed" / "manifest.json").exists(), "it finished before it could be killed"
+  # Killed by itself once validation's shard 9 (60 of 100) is done: the test-only hook of mnet_jax.prepare.
+  killed = run_prepare(tmp_path / "killed", env={**os.environ, prepare.KILL_AFTER_SHARD: "validation-00009"})
+  assert killed.wait(timeout=300) == -signal.SIGKILL, killed.stderr.read()[-2000:]
+  assert sorted(os.listdir(tmp_path / "killed" / ".done")) == sorted(
+      [f"train-{k:05d}.json" for k in range(50)] + [f"validation-{k:05d}.json" for k in range(10)])
+  assert not (tmp_path / "killed" / "manifest.json").exists()
   again = run_prepare(tmp_path / "killed")
   assert again.wait(timeout=300) == 0, again.stderr.read()[-2000:]
   manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("whole", "killed")]

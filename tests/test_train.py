@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import types
 
 import jax
@@ -22,7 +21,7 @@ from mnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINAL_KEYS = {"final", "step", "test_top1", "test_top5", "mult_adds", "params", "trainable_params", "train_seconds",
-              "images_per_second", "alpha", "resolution", "variant", "kernels"}
+              "images_per_second", "alpha", "resolution", "variant", "kernels", "num_devices", "num_processes"}
 # A tiny Fashion-MNIST run: alpha 0.25, 32 px, stride-2 stem, batch 32, 1024 training images.
 TINY_FLAGS = ["--config", "mnet_jax/configs/fashion_mnist.py:runlocal", "--config.model.stem_stride=2",
               "--config.log_every_steps=1"]
@@ -41,8 +40,9 @@ def tiny_config(**overrides):
   return config
 
 
-def run_main(workdir, *flags, devices=1, check=True):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+def run_main(workdir, *flags, devices=1, check=True, env=None):
+  env = {**(env or os.environ), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "JAX_PLATFORMS": "cpu"}
   result = subprocess.run([sys.executable, "-m", "mnet_jax.main", *TINY_FLAGS, "--workdir", str(workdir), *flags],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   if check:
@@ -63,6 +63,7 @@ def test_train_and_evaluate_writes_config_metrics_and_checkpoints(tmp_path):
   assert 0.0 <= final["test_top1"] <= final["test_top5"] <= 1.0
   assert (final["alpha"], final["resolution"], final["variant"]) == (0.25, 32, "standard")
   assert final["kernels"] == "cpu"  # kernels='auto' in a single-device CPU process
+  assert (final["num_devices"], final["num_processes"]) == (1, 1)
   assert final["mult_adds"] == 834688  # the counter's figure for this model (stride-2 stem, 10 classes)
   with open(tmp_path / "config.json") as f:
     assert json.load(f)["alpha"] == 0.25
@@ -163,10 +164,13 @@ def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
   run_main(tmp_path / "two", *flags, devices=2)
   one, two = train_lines(tmp_path / "one"), train_lines(tmp_path / "two")
   assert len(one) == len(two) == 3
+  final_one, final_two = metrics.final_metrics(tmp_path / "one"), metrics.final_metrics(tmp_path / "two")
+  # The XLA flag took effect: two devices in one process, so `auto` chose the portable kernels.
+  assert (final_two["num_devices"], final_two["num_processes"], final_two["kernels"]) == (2, 1, "portable")
+  assert (final_one["num_devices"], final_one["kernels"]) == (1, "portable")
   np.testing.assert_allclose([m["loss"] for m in two], [m["loss"] for m in one], rtol=1e-4)
   np.testing.assert_allclose(two[0]["l2_grads"], one[0]["l2_grads"], rtol=1e-5)  # global BatchNorm statistics
   np.testing.assert_allclose([m["l2_params"] for m in two], [m["l2_params"] for m in one], rtol=5e-5)
-  final_one, final_two = metrics.final_metrics(tmp_path / "one"), metrics.final_metrics(tmp_path / "two")
   assert final_two["test_loss"] == pytest.approx(final_one["test_loss"], rel=1e-3)
 
 
@@ -180,24 +184,35 @@ def test_batch_size_not_divisible_by_devices_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path):
-  flags = ["--config.num_steps=16", "--config.checkpoint_every_steps=4", "--config.wandb.mode=offline"]
-  run_main(tmp_path / "whole", *flags)
+  """The modern recipe's every part (AdamW, label smoothing, EMA weights) resumes bit for bit, and evaluating the
+  workdir gives the EMA metrics of training's final line."""
+  flags = ["--config.num_steps=16", "--config.checkpoint_every_steps=4", "--config.optim.optimizer=adamw",
+           "--config.optim.base_learning_rate=0.004", "--config.optim.label_smoothing=0.1",
+           "--config.optim.ema_decay=0.9", "--config.wandb.mode=auto"]
+  # No credentials: 'auto' logs offline (and asks wandb whether it has any, which must print no warning).
+  env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+  env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
+  run_main(tmp_path / "whole", *flags, env=env)
   killed = tmp_path / "killed"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-  process = subprocess.Popen([sys.executable, "-m", "mnet_jax.main", *TINY_FLAGS, "--workdir", str(killed), *flags],
-                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  while not os.path.isdir(killed / "checkpoints" / "8") and time.time() < deadline and process.poll() is None:
-    time.sleep(0.01)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert metrics.final_metrics(killed) is None, "the run finished before it could be killed"
-  resumed = run_main(killed, *flags)
-  assert "resuming from checkpoint step" in resumed.stdout
+  # Killed by itself once checkpoint 8 is committed: the test-only hook of mnet_jax.train.
+  attempt = run_main(killed, *flags, env={**env, train.KILL_AFTER_CHECKPOINT: "8"}, check=False)
+  assert attempt.returncode == -signal.SIGKILL, attempt.stderr[-3000:]
+  assert metrics.final_metrics(killed) is None and sorted(os.listdir(killed / "checkpoints")) == ["4", "8"]
+  resumed = run_main(killed, *flags, env=env)
+  assert "resuming from checkpoint step 8" in resumed.stdout
+  assert "deprecated" not in resumed.stderr.lower(), resumed.stderr[-3000:]
   whole, again = metrics.final_metrics(tmp_path / "whole"), metrics.final_metrics(killed)
-  for key in ("step", "test_top1", "test_top5", "test_loss", "num_examples"):
-    assert again[key] == whole[key], key  # bitwise: same data order, same RNG, same compiled step
-  assert [m["loss"] for m in train_lines(killed)] == [m["loss"] for m in train_lines(tmp_path / "whole")]
+  assert {"test_ema_top1", "test_ema_top5", "test_ema_loss"} <= set(whole)
+  assert again["test_ema_top1"] != again["test_top1"] or again["test_ema_loss"] != again["test_loss"]
+  timing = ("train_seconds", "images_per_second")
+  # Bitwise: same data order, same RNG, same compiled step, the optimizer and EMA state restored.
+  assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
+  strip = lambda lines: [{k: v for k, v in m.items() if k != "images_per_second"} for m in lines]  # noqa: E731
+  assert strip(train_lines(killed)) == strip(train_lines(tmp_path / "whole"))
+  # Evaluating the workdir alone restores the EMA weights too and gets training's figures.
+  alone = evaluate.evaluate_workdir(str(killed))
+  for key in ("test_ema_top1", "test_ema_top5", "test_ema_loss", "test_top1", "test_loss"):
+    assert alone[key] == again[key], key
   # Both attempts logged to one offline wandb run (same id), which `wandb sync` can upload.
   runs = glob.glob(str(killed / "wandb" / "offline-run-*"))
   assert len(runs) == 2 and len({r.rsplit("-", 1)[1] for r in runs}) == 1
@@ -301,3 +316,15 @@ def test_compiled_programs_are_kept_in_the_project_cache_unless_jax_has_one(tmp_
                                "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs")})
   assert theirs.stdout.strip() == str(tmp_path / "theirs") and os.listdir(tmp_path / "theirs"), theirs.stderr
   assert not (tmp_path / "ours2").exists()
+
+
+def test_wandb_credentials_are_found_without_a_warning(tmp_path):
+  """wandb.mode='auto' goes online only with credentials; looking for them prints nothing (wandb deprecated the
+  `wandb.api.api_key` lookup with a warning on every run)."""
+  code = "from mnet_jax import metrics\nprint(metrics.has_wandb_key())"
+  env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+  env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
+  for key, expected in ((None, "False"), ("0123456789abcdef0123456789abcdef01234567", "True")):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            env={**env, "WANDB_API_KEY": key} if key else env)
+    assert (result.stdout.strip(), result.stderr.strip()) == (expected, ""), result.stderr
