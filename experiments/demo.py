@@ -22,7 +22,7 @@ def get_config(arg=None):
   config = sweep_base.base_config("data=fashion_mnist")
   config.num_steps = 180
   # A quarter of the steps: with a tenth, the alpha-1 cells' loss spiked as the lr peaked and the median seed
-  # ranked worse (docs/demo.md#budget-against-ranking).
+  # ranked worse (docs/perf-log.md, 2026-11-30 ef36a90).
   config.optim.warmup_steps = 45
   config.log_every_steps = 30
   config.checkpoint_every_steps = 90

@@ -45,7 +45,7 @@ def base_config(arg):
   config.model.stem_stride = 2
   if parsed.data == "fashion_mnist":
     # fashion_mnist.py's peak lr 0.2 suits its alpha-0.5 network with the stride-1 stem; on this grid it diverged
-    # the alpha-1 cells (docs/demo.md#the-reference-grid) and ranked the demo's cells worse.
+    # the alpha-1 cells (docs/perf-log.md, 2026-11-30 0ea7b62) and ranked the demo's cells worse.
     config.optim.base_learning_rate = 0.1
   return config
 

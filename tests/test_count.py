@@ -1,4 +1,5 @@
-"""The counter against the paper's tables (copied into mnet_jax/paper_data from the reference facts)."""
+"""The counter against the paper's tables (arXiv 1704.04861, copied into mnet_jax/paper_data with TF-Slim's
+checkpoint table from tensorflow/models research/slim/nets/mobilenet_v1.md)."""
 
 import json
 import re
@@ -19,7 +20,7 @@ RESOLUTIONS = (224, 192, 160, 128)
 
 
 def test_reference_figures_exactly():
-  # Exact figures from the reference facts (arithmetic on Table 1).
+  # Exact figures by arithmetic on the paper's Table 1 (the trainable count is Keras' model summary).
   assert count()["mult_adds"] == 568_740_352
   assert count()["body_mult_adds"] == 567_716_352
   assert count()["params"] == 4_209_088
@@ -33,7 +34,8 @@ def test_reference_figures_exactly():
 
 
 # TF-Slim's MAC figures for alpha 0.75 (all resolutions) and 0.25-192 follow from no standard convention
-# (reference facts); every other cell of its table agrees with ours within 1M.
+# (mnet_jax/paper_data/slim_checkpoints.csv against this count); every other cell of its table agrees with ours
+# within 1M.
 SLIM_INCONSISTENT = {(0.75, 224), (0.75, 192), (0.75, 160), (0.75, 128), (0.25, 192)}
 
 
@@ -186,7 +188,8 @@ def test_bad_values_raise_config_error(kwargs):
     count(**kwargs)
 
 
-# Depthwise kernel sizes and MixConv (Tan & Le 2019): the reference facts' exact figures, and an independent count.
+# Depthwise kernel sizes and MixConv (Tan & Le 2019, arXiv 1907.09595): exact figures by arithmetic on Table 1 with
+# k x k depthwise layers, and mnet_jax/paper_data/mixconv_points.csv, counted apart from this code.
 def test_mixconv_reference_figures_exactly():
   assert count(kernel_sizes=(5,))["mult_adds"] == 599_648_768
   assert count(kernel_sizes=(7,))["mult_adds"] == 646_011_392

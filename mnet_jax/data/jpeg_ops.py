@@ -50,7 +50,8 @@ def decode_window(image_bytes, offset_y, offset_x, height, width, resolution):
   1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, a low-pass filter) where the scaled window's shorter side stays
   >= DCT_MARGIN x the resolution: the resize after it (resize_uint8) then works on fewer pixels and still filters.
   (Scaling further, to >= 1x, moves the window by up to a scaled pixel, since the scaled window's corner is
-  rounded: 1.2-3.1/255 mean difference from the full-decode crop instead of 0.7-1.4; docs/input-pipeline.md.)"""
+  rounded: 1.2-3.1/255 mean difference from the full-decode crop instead of 0.7-1.4; docs/perf-log.md,
+  2026-11-30 f53c139.)"""
   import tensorflow as tf
 
   def scaled(ratio):
