@@ -6,6 +6,7 @@ import sys
 import jax
 
 from mnet_jax import process
+from mnet_jax.ops import cpu_kernels
 
 LATE = """
 import jax
@@ -17,7 +18,8 @@ process.setup_process()
 
 def test_this_test_process_was_set_up_before_jax_started():
   assert process._done
-  assert jax.config.jax_compilation_cache_dir
+  # conftest.py called setup_process(): the persistent compilation cache points at mnet_jax's cache directory
+  assert jax.config.jax_compilation_cache_dir == str(cpu_kernels.cache_root() / "xla")
 
 
 def test_setup_after_jax_started_is_refused():
