@@ -30,10 +30,10 @@ GROUP_COLUMNS = ("cell", "alpha", "resolution", "variant", "n", "seeds", "mult_a
                  "float32_top1", "int8_top1", "int8_top1_std", "int8_drop", "int8_drop_std", "int8_per_tensor_top1",
                  "int8_per_tensor_top1_std", "int8_per_tensor_drop", "int8_per_tensor_drop_std", "status",
                  "error")  # results.csv: one row per group of seeds
-AVERAGED = ("test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms", *EXPORT_COLUMNS,
-            *(drop for drop, _ in DROPS))
+AVERAGED = ("test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms",
+            *(c for c in EXPORT_COLUMNS if c != "tflite_bytes"), *(drop for drop, _ in DROPS))
 WITH_STD = ("test_top1", "test_top5", "latency_ms", "litert_ms", "litert_int8_ms", "int8_top1", "int8_drop",
-            "int8_per_tensor_top1", "int8_per_tensor_drop")  # tflite_bytes is the same for every seed
+            "int8_per_tensor_top1", "int8_per_tensor_drop")
 # Files a cell may hold besides metrics.jsonl: (path in the cell, the record's key holding the columns or None, the
 # columns it gives); each a measurement made after training.
 EXPORT_FILE = os.path.join("export", "export.json")
@@ -184,7 +184,8 @@ def groups_of(rows):
     done = finished(cells)
     first = (done or cells)[0]
     group = {"cell": cells[0]["group"], "alpha": first["alpha"], "resolution": first["resolution"],
-             "variant": first["variant"], "mult_adds": first["mult_adds"], "params": first["params"], "n": len(done),
+             "variant": first["variant"], "mult_adds": first["mult_adds"], "params": first["params"],
+             "tflite_bytes": first["tflite_bytes"], "n": len(done),  # the same for every seed, like params
              "seeds": " ".join(str(r["seed"]) for r in done), "series": cells[0]["series"], "config": first["config"]}
     for column in AVERAGED:
       values = [r[column] for r in done if r[column] is not None]
