@@ -185,10 +185,10 @@ def groups_of(rows):
     first = (done or cells)[0]
     group = {"cell": cells[0]["group"], "alpha": first["alpha"], "resolution": first["resolution"],
              "variant": first["variant"], "mult_adds": first["mult_adds"], "params": first["params"],
-             "tflite_bytes": first["tflite_bytes"], "n": len(done),  # the same for every seed, like params
+             "tflite_bytes": first.get("tflite_bytes"), "n": len(done),  # the same for every seed, like params
              "seeds": " ".join(str(r["seed"]) for r in done), "series": cells[0]["series"], "config": first["config"]}
     for column in AVERAGED:
-      values = [r[column] for r in done if r[column] is not None]
+      values = [r[column] for r in done if r.get(column) is not None]  # rows made elsewhere may lack a column
       mean, std = mean_std(values) if values else (None, None)
       group[column] = mean
       if column in WITH_STD:
