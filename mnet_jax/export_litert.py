@@ -1,10 +1,10 @@
 """Running .tflite models in LiteRT's Python interpreter (ai-edge-litert, XNNPACK): op counts, batched prediction,
 and batch-1 latency.
 
-  python -m mnet_jax.export_litert --latency MODEL.tflite --threads 1,2
+  python -m mnet_jax.export_litert --latency MODEL.tflite --threads 1,2 [--min-runs 200 --min-seconds 1]
 
-prints one JSON line per thread count: the median wall time of >= 200 batch-1 invocations and >= 1 s, after
-warm-up. `mnet_jax.export` runs that in a fresh process per model, so nothing else runs beside a measurement. This
+prints one JSON line per thread count: the median wall time of >= 200 batch-1 invocations and >= 1 s (by default),
+after warm-up. `mnet_jax.export` runs that in a fresh process per model, so nothing else runs beside a measurement. This
 module imports neither JAX nor TensorFlow.
 """
 
@@ -12,7 +12,6 @@ import collections
 import json
 import os
 import platform
-import sys
 import time
 
 import numpy as np
@@ -81,8 +80,9 @@ class Predictor:
     return out
 
 
-def latency(path, threads):
-  """{'latency_ms', 'runs', 'threads'}: the median wall time of batch-1 invocations of the model at `path`."""
+def latency(path, threads, min_runs=MIN_RUNS, min_seconds=MIN_SECONDS):
+  """{'latency_ms', 'runs', 'threads'}: the median wall time of >= min_runs batch-1 invocations lasting >= min_seconds
+  in all, of the model at `path`."""
   runner = interpreter(path, threads)
   detail = runner.get_input_details()[0]
   image = np.random.default_rng(0).uniform(-1, 1, detail["shape"]).astype(np.float32)
@@ -90,7 +90,7 @@ def latency(path, threads):
   for _ in range(WARMUP_RUNS):
     runner.invoke()
   times, start = [], time.perf_counter()
-  while len(times) < MIN_RUNS or time.perf_counter() - start < MIN_SECONDS:
+  while len(times) < min_runs or time.perf_counter() - start < min_seconds:
     begin = time.perf_counter()
     runner.invoke()
     times.append(time.perf_counter() - begin)
@@ -113,11 +113,15 @@ def cores():
 
 
 def main(argv=None):
-  args = sys.argv[1:] if argv is None else argv
-  if len(args) != 4 or args[0] != "--latency" or args[2] != "--threads":
-    sys.exit("usage: python -m mnet_jax.export_litert --latency MODEL.tflite --threads 1,2")
-  for threads in [int(t) for t in args[3].split(",")]:
-    print(json.dumps(latency(args[1], threads)), flush=True)
+  import argparse  # a child process of mnet_jax.export: its caller checks the values
+  parser = argparse.ArgumentParser(prog="python -m mnet_jax.export_litert")
+  parser.add_argument("--latency", required=True, metavar="MODEL.tflite")
+  parser.add_argument("--threads", required=True, help="thread counts, e.g. 1,2")
+  parser.add_argument("--min-runs", type=int, default=MIN_RUNS)
+  parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS)
+  args = parser.parse_args(argv)
+  for threads in [int(t) for t in args.threads.split(",")]:
+    print(json.dumps(latency(args.latency, threads, args.min_runs, args.min_seconds)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The report's figures: test top-1 against Mult-Adds, params or latency for the sweep's groups (the paper's Figures
-4 and 5), an ablation's curves against Mult-Adds, and writing them to files. matplotlib's Figure without pyplot: no
+4 and 5), an ablation's curves against Mult-Adds, top-1 against LiteRT latency and the int8 drop against Mult-Adds
+for exported cells, and writing them to files. matplotlib's Figure without pyplot: no
 global figure state, no backend switch in notebooks."""
 
 import io
@@ -25,12 +26,13 @@ def finish(figure, axes, title):
   return figure
 
 
-def errorbar(axes, xs, groups, style, nonzero=False, **kwargs):
-  """The groups' mean top-1 (%) at xs with ±1 std error bars where any group has several seeds (`nonzero`: where
-  any of them has a spread)."""
-  spread = any(g["test_top1_std"] for g in groups) if nonzero else any(g["test_top1_std"] is not None for g in groups)
-  yerr = [100 * (g["test_top1_std"] or 0) for g in groups] if spread else None
-  axes.errorbar(xs, [100 * g["test_top1"] for g in groups], yerr=yerr, fmt=style, capsize=3, **kwargs)
+def errorbar(axes, xs, groups, style, nonzero=False, column="test_top1", **kwargs):
+  """The groups' mean `column` (a fraction, drawn in %) at xs with ±1 std error bars where any group has several
+  seeds (`nonzero`: where any of them has a spread)."""
+  std = f"{column}_std"
+  spread = any(g[std] for g in groups) if nonzero else any(g[std] is not None for g in groups)
+  yerr = [100 * (g[std] or 0) for g in groups] if spread else None
+  axes.errorbar(xs, [100 * g[column] for g in groups], yerr=yerr, fmt=style, capsize=3, **kwargs)
 
 
 def plot(rows, x_key, x_label, overlay, title_note=""):
@@ -94,6 +96,74 @@ def ablation_plot(ablation, groups, overlay):
   axes.set_xlabel("Mult-Adds")
   axes.grid(True, alpha=0.3)
   return finish(figure, axes, ablation.plot_title)
+
+
+def alpha_lines(rows, *keys):
+  """{(series, alpha): the groups with a value of every key, in order of the first key}, the plain grid first and
+  the widest first within a series."""
+  groups = [g for g in results.groups_of(rows) if g["n"] and all(g[k] is not None for k in keys)]
+  lines = {}
+  for g in sorted(groups, key=lambda g: (g["series"] != "", g["series"], -(g["alpha"] or 0), g[keys[0]])):
+    lines.setdefault((g["series"], g["alpha"]), []).append(g)
+  return lines
+
+
+def line_label(series, alpha, what=""):
+  return ", ".join(filter(None, [f"α = {alpha:g}", series, what]))
+
+
+def litert_plot(rows):
+  """Top-1 against LiteRT batch-1 latency (1 thread, log scale): per α, a solid curve of the float32 model (the
+  run's test top-1) and a dashed one of the int8 model (its own top-1 on the same split)."""
+  import matplotlib
+  figure, axes = new_axes()
+  colors = matplotlib.colormaps["viridis"]
+  lines = alpha_lines(rows, "litert_ms")
+  alphas = sorted({alpha for _, alpha in lines}, reverse=True)
+  for (series, alpha), line in lines.items():
+    color = colors(alphas.index(alpha) / max(len(alphas) - 1, 1) * 0.85)
+    marker = "o" if series == "" else MARKERS[sorted({s for s, _ in lines}).index(series) % len(MARKERS)]
+    errorbar(axes, [g["litert_ms"] for g in line], line, marker + "-", color=color,
+             label=line_label(series, alpha, "float32"))
+    int8 = sorted((g for g in line if g["litert_int8_ms"] is not None and g["int8_top1"] is not None),
+                  key=lambda g: g["litert_int8_ms"])
+    if int8:
+      errorbar(axes, [g["litert_int8_ms"] for g in int8], int8, marker + "--", column="int8_top1", color=color,
+               markerfacecolor="none", label=line_label(series, alpha, "int8"))
+  axes.set_xscale("log")
+  axes.set_xlabel("LiteRT latency, batch 1, 1 thread (ms, log scale)")
+  axes.grid(True, which="both", alpha=0.3)
+  return finish(figure, axes, "Accuracy vs LiteRT latency: float32 (solid) and int8 (dashed)")
+
+
+def int8_drop_plot(rows):
+  """float32 top-1 minus int8 top-1 of each export (points) against Mult-Adds (log scale), a curve per α for the
+  per-channel int8 model and, where exported, a dotted one for the per-tensor model (then a symlog y axis: the
+  per-tensor drop may be tens of points)."""
+  import matplotlib
+  figure, axes = new_axes()
+  colors = matplotlib.colormaps["viridis"]
+  lines = alpha_lines(rows, "mult_adds")
+  alphas = sorted({alpha for _, alpha in lines}, reverse=True)
+  per_tensor = False
+  for (series, alpha), line in lines.items():
+    color = colors(alphas.index(alpha) / max(len(alphas) - 1, 1) * 0.85)
+    for column, style, what in (("int8_drop", "o-", "per-channel"), ("int8_per_tensor_drop", "x:", "per-tensor")):
+      points = [g for g in line if g[column] is not None]
+      if points:
+        per_tensor |= column == "int8_per_tensor_drop"
+        errorbar(axes, [g["mult_adds"] for g in points], points, style, column=column, color=color,
+                 label=line_label(series, alpha, what))
+  axes.axhline(0.0, color="0.5", linewidth=0.8)
+  axes.set_xscale("log")
+  if per_tensor:
+    axes.set_yscale("symlog", linthresh=1.0)
+  axes.set_xlabel("Mult-Adds (log scale)")
+  axes.grid(True, which="both", alpha=0.3)
+  figure = finish(figure, axes, "int8 drop vs Mult-Adds (float32 top-1 minus int8 top-1, one export)")
+  axes.set_ylabel("top-1 drop, float32 - int8 (points)")
+  figure.tight_layout()
+  return figure
 
 
 def save(figure, path_stem, formats):

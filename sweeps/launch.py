@@ -1,7 +1,8 @@
 r"""Trains every cell of a sweep, skipping finished cells and resuming interrupted ones, then writes the report.
 
   python -m sweeps.launch --config experiments/grid16.py[:data=imagenet] --workdir runs/grid16 \
-      [--executor local|slurm|submitit-local] [--cell K] [--list] [--seeds N] [--config.field=value ...]
+      [--executor local|slurm|submitit-local] [--cell K] [--list] [--seeds N] [--export [--export-weights W] ...]
+      [--config.field=value ...]
 
 Executors:
 - `local` (default): the cells one after another in this process; with several local GPUs (or `--parallel N`),
@@ -15,7 +16,8 @@ Executors:
 
 `--seeds N` trains every cell N times, with seeds config.seed, config.seed + 1, ... (cells `<name>_seed=S`, all
 first seeds before any second one); the report groups them. Batch-1 latency (sweeps/latency.py) is measured after
-the cells have trained, one cell at a time (local executors), or by each array task after its cell.
+the cells have trained, one cell at a time (local executors), or by each array task after its cell; so is the
+LiteRT export of every cell with `--export` or when the sweep file declares `EXPORT` (sweeps/exports.py).
 
 A cell is finished when its metrics.jsonl has a `"final": true` line. A failing cell leaves its error in
 `<cell>/error.json`, the other cells go on, and the exit status is 1. The report (results.csv, plots,
@@ -32,7 +34,7 @@ import traceback
 from mnet_jax import config_file, process
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
 from mnet_jax.workdir import write_atomically
-from sweeps import grid
+from sweeps import exports, grid
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 ERROR_FILE = "error.json"
@@ -44,11 +46,14 @@ def is_finished(cell_dir):
   return metrics.final_metrics(cell_dir) is not None
 
 
-def needs_work(workdir, cell):
-  """Not finished, or finished without a latency measurement (for executors whose cells measure their own)."""
+def needs_work(workdir, cell, export_kwargs=None):
+  """Not finished, or finished without a latency measurement or, with export_kwargs, an export with them (for
+  executors whose cells measure and export their own)."""
+  from mnet_jax import export
   from sweeps import latency
   cell_dir = os.path.join(workdir, cell.name)
-  return not is_finished(cell_dir) or not os.path.exists(os.path.join(cell_dir, latency.LATENCY_FILE))
+  return (not is_finished(cell_dir) or not os.path.exists(os.path.join(cell_dir, latency.LATENCY_FILE)) or
+          (export_kwargs is not None and not export.is_exported(cell_dir, export.export_options(**export_kwargs))))
 
 
 def check_writable(workdir):
@@ -66,8 +71,9 @@ def write_json(path, record):
   write_atomically(path, json.dumps(record, indent=2))
 
 
-def run_cell(spec, command_line, workdir, index, seeds=1, measure_latency=True):
-  """Trains cell `index` (idempotent), then measures its latency if that is missing and `measure_latency`.
+def run_cell(spec, command_line, workdir, index, seeds=1, measure_latency=True, export_kwargs=None):
+  """Trains cell `index` (idempotent), then measures its latency if that is missing and `measure_latency`, then
+  exports it with export_kwargs (sweeps.exports.options) unless that is None or it is exported already.
 
   Returns {"index", "name", "status": "trained"|"skipped"|"failed", "seconds", "test_top1", "error"}; errors
   in the cell are recorded in <cell>/error.json, not raised. Top-level so submitit can pickle it.
@@ -92,6 +98,10 @@ def run_cell(spec, command_line, workdir, index, seeds=1, measure_latency=True):
     result["test_top1"] = metrics.final_metrics(cell_dir)["test_top1"]
     if os.path.exists(error_path):
       os.remove(error_path)
+    if export_kwargs is not None:
+      from sweeps import exports
+      for _, message in exports.export_cells(workdir, [cell.name], export_kwargs):
+        result.update(status="failed", error=f"export: {message}")  # kept in <cell>/export_error.json
   except Exception as e:  # a failing cell must not stop the others; its error is kept beside it
     message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     write_json(error_path, {"error": message, "traceback": traceback.format_exc(), "time": time.time()})
@@ -153,7 +163,7 @@ def run_sequential(sweep, workdir):
 
 def cell_command(sweep, workdir, index):
   command = [sys.executable, "-m", "sweeps.launch", "--config", sweep.spec, "--workdir", workdir,
-             "--cell", str(index), "--seeds", str(sweep.seeds), "--no-report", "--no-latency"]
+             "--cell", str(index), "--seeds", str(sweep.seeds), "--no-report", "--no-latency", "--no-export"]
   return command + [f"--config.{dotted}={text}" for dotted, text in sweep.command_line]
 
 
@@ -248,10 +258,10 @@ def parse_executor_params(items):
   return params
 
 
-def run_submitit(sweep, workdir, cluster, params):
+def run_submitit(sweep, workdir, cluster, params, export_kwargs=None):
   """One job array (submitit map_array) over the unfinished cells; waits for it, printing progress."""
   import submitit
-  pending = [c for c in sweep.cells if needs_work(workdir, c)]
+  pending = [c for c in sweep.cells if needs_work(workdir, c, export_kwargs)]
   progress = Progress(sweep)
   progress.done = len(sweep.cells) - len(pending)
   if not pending:
@@ -265,7 +275,7 @@ def run_submitit(sweep, workdir, cluster, params):
   indices = [c.index for c in pending]
   count = len(indices)
   jobs = executor.map_array(run_cell, [sweep.spec] * count, [sweep.command_line] * count, [workdir] * count, indices,
-                            [sweep.seeds] * count)
+                            [sweep.seeds] * count, [True] * count, [export_kwargs] * count)
   print(f"[{sweep.name}] submitted {count} cells as {cluster} job array {jobs[0].job_id.split('_')[0]}; "
         f"logs in {os.path.join(workdir, 'submitit')}", flush=True)
   results = []
@@ -280,7 +290,7 @@ def run_submitit(sweep, workdir, cluster, params):
   return results
 
 
-def finish(sweep, workdir, results, write_report):
+def finish(sweep, workdir, results, write_report, export_failures=()):
   failed = [r for r in results if r["status"] == "failed"]
   if write_report:
     from sweeps import report, wandb_summary
@@ -295,8 +305,11 @@ def finish(sweep, workdir, results, write_report):
   if failed:
     print(f"[{sweep.name}] {len(failed)} of {len(sweep.cells)} cells failed: "
           f"{', '.join(r['name'] for r in failed)} (errors in <cell>/{ERROR_FILE})", flush=True)
-    return 1
-  return 0
+  if export_failures:
+    from sweeps import exports
+    print(f"[{sweep.name}] the export of {len(export_failures)} cells failed: "
+          f"{', '.join(name for name, _ in export_failures)} (errors in <cell>/{exports.ERROR_FILE})", flush=True)
+  return 1 if failed or export_failures else 0
 
 
 def parse_args(argv):
@@ -316,6 +329,8 @@ def parse_args(argv):
                       "(config.seed and N-1 more; the report shows their mean and standard deviation)")
   parser.add_argument("--no-report", action="store_true", help="do not rebuild the report at the end")
   parser.add_argument("--no-latency", action="store_true", help="--cell K: do not measure the cell's latency")
+  parser.add_argument("--no-export", action="store_true", help="--cell K: do not export the cell")
+  exports.add_arguments(parser)
   args, rest = parser.parse_known_args(argv)
   try:
     return args, config_file.parse_overrides(rest)
@@ -344,6 +359,7 @@ def main(argv=None):
     if args.parallel is not None or args.executor != "local" or args.cell is not None:
       raise ConfigError("--cells-per-device goes with the local executor alone; not with --parallel, --cell or "
                         "--executor slurm/submitit-local")
+  export_kwargs = None if args.no_export else exports.options(args, exports.declared(args.config), by_default=True)
   workdir = os.path.abspath(args.workdir)
   check_writable(workdir)
   grid.write_description(workdir, sweep)
@@ -351,7 +367,8 @@ def main(argv=None):
   if args.cell is not None:
     progress = Progress(sweep)
     progress.start(sweep.cells[args.cell])
-    result = run_cell(sweep.spec, sweep.command_line, workdir, args.cell, sweep.seeds, not args.no_latency)
+    result = run_cell(sweep.spec, sweep.command_line, workdir, args.cell, sweep.seeds, not args.no_latency,
+                      export_kwargs)
     progress.finish(result)
     return finish(sweep, workdir, [result], write_report=not args.no_report)
   if args.executor == "local":
@@ -363,11 +380,13 @@ def main(argv=None):
     else:
       results = run_sequential(sweep, workdir)
     from sweeps import latency  # after the cells: no training runs beside a measurement
-    latency.measure_cells(workdir, [c.name for c in sweep.cells],
-                          log=lambda line: print(f"[{sweep.name}] {line}", flush=True))
-  else:
-    cluster = "slurm" if args.executor == "slurm" else "local"
-    results = run_submitit(sweep, workdir, cluster, parse_executor_params(args.executor_param))
+    log = lambda line: print(f"[{sweep.name}] {line}", flush=True)  # noqa: E731
+    latency.measure_cells(workdir, [c.name for c in sweep.cells], log=log)
+    export_failures = [] if export_kwargs is None else exports.export_cells(
+        workdir, [c.name for c in sweep.cells], export_kwargs, log=log)  # one at a time, after the latencies
+    return finish(sweep, workdir, results, not args.no_report, export_failures)
+  cluster = "slurm" if args.executor == "slurm" else "local"
+  results = run_submitit(sweep, workdir, cluster, parse_executor_params(args.executor_param), export_kwargs)
   return finish(sweep, workdir, results, write_report=not args.no_report)
 
 

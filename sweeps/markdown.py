@@ -1,5 +1,5 @@
 """report.md in words: the groups' table, the paper's Tables 4-7 beside them, whether accuracy rises with width and
-resolution, each ablation's section and the figures' links."""
+resolution, each ablation's section, the LiteRT export's section and the figures' links."""
 
 import os
 import statistics
@@ -82,7 +82,9 @@ def trend_section(rows):
                  f"Yes: test top-1 rises with α at every resolution and with resolution at every α ({checked} pairs).")
   else:
     lines.append(f"\n({len(exceptions)} of {checked} neighbouring pairs out of order.)")
-  correlations = [("test top-1", trends.top1_spearman(rows)), ("batch-1 latency", trends.latency_spearman(rows))]
+  correlations = [("test top-1", trends.top1_spearman(rows)), ("batch-1 latency", trends.latency_spearman(rows)),
+                  ("LiteRT latency (float32, 1 thread)", trends.latency_spearman(rows, "litert_ms")),
+                  ("LiteRT latency (int8, 1 thread)", trends.latency_spearman(rows, "litert_int8_ms"))]
   found = [f"{what} {value:.2f}" for what, value in correlations if value is not None]
   if found:
     lines += ["", f"Spearman's rank correlation with Mult-Adds over {len(trends.plain_groups(rows))} groups: "
@@ -113,6 +115,83 @@ def latency_note(workdir, rows):
   devices = sorted({r["device"] + (f", {r['threads']} threads" if r.get("threads") else "") for r in records})
   return (f"median of >= {min(r['runs'] for r in records)} jitted batch-1 forward passes per cell on "
           f"{'; '.join(devices)}")
+
+
+def export_records(workdir, rows):
+  """{cell: export.json's record} of the finished cells that have one."""
+  records = {r["cell"]: results.read_json(os.path.join(workdir, r["cell"], results.EXPORT_FILE))
+             for r in results.finished(rows)}
+  return {cell: record for cell, record in records.items() if record}
+
+
+def points_text(value):
+  return number(value, 0.01, suffix=" points") if value is not None else "–"
+
+
+def export_section(workdir, rows):
+  """The exported cells: top-1 of the JAX run, the float32 and int8 models, the int8 drops, LiteRT latency and size;
+  Spearman of LiteRT latency with Mult-Adds; per-tensor against per-channel int8 and the folded depthwise weight
+  ranges behind it."""
+  groups = [g for g in results.groups_of(rows) if g["n"] and g["litert_ms"] is not None]
+  lines = ["Each finished cell exported by `mnet_jax.export` (docs/deployment.md): float32, and full-integer int8 "
+           "with a weight scale per output channel (and, where exported, one per tensor), calibrated on training "
+           "images; top-1 on the same test split; drop = float32 top-1 - int8 top-1; latency: LiteRT (XNNPACK), "
+           "batch 1, 1 thread, mean ± std over seeds of each cell's median.", "",
+           "| cell | Mult-Adds (M) | test top-1 (JAX) | float32 top-1 | int8 top-1 | int8 drop | "
+           "per-tensor int8 top-1 | per-tensor drop | LiteRT float32 (ms) | LiteRT int8 (ms) | .tflite (KB) |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for g in groups:
+    lines.append(f"| {g['cell']} | {number(g['mult_adds'], 1e6, 1)} | {top1_text(g)} | "
+                 f"{number(g['float32_top1'], 0.01, suffix=' %')} | {with_std(g, 'int8_top1', 0.01, suffix=' %')} | "
+                 f"{with_std(g, 'int8_drop', 0.01, suffix=' points')} | "
+                 f"{with_std(g, 'int8_per_tensor_top1', 0.01, suffix=' %')} | "
+                 f"{with_std(g, 'int8_per_tensor_drop', 0.01, suffix=' points')} | "
+                 f"{with_std(g, 'litert_ms', digits=3)} | {with_std(g, 'litert_int8_ms', digits=3)} | "
+                 f"{number(g['tflite_bytes'], 1024, 0)} |")
+  correlations = [f"{what} {value:.2f}" for what, value in
+                  (("float32", trends.latency_spearman(rows, "litert_ms")),
+                   ("int8", trends.latency_spearman(rows, "litert_int8_ms"))) if value is not None]
+  if correlations:
+    lines += ["", f"Spearman's rank correlation of LiteRT latency with Mult-Adds over "
+              f"{len([g for g in trends.plain_groups(rows) if g['litert_ms'] is not None])} groups: "
+              f"{', '.join(correlations)}."]
+  lines += ["", *quantization_lines(groups, export_records(workdir, rows))]
+  note = litert_note(export_records(workdir, rows))
+  if note:
+    lines += ["", f"LiteRT latency: {note}."]
+  return "\n".join(lines + ["", "![accuracy vs LiteRT latency](acc_vs_litert.png)", "",
+                             "![int8 drop vs Mult-Adds](int8_drop_vs_mult_adds.png)"])
+
+
+def quantization_lines(groups, records):
+  """Per-channel against per-tensor int8 in words, and the folded depthwise layers' range ratios that explain it."""
+  lines = []
+  for column, what in (("int8_drop", "per-channel"), ("int8_per_tensor_drop", "per-tensor")):
+    drops = [g[column] for g in groups if g[column] is not None]
+    if drops:
+      lines.append(f"- int8 {what}: top-1 drop {points_text(min(drops))} to {points_text(max(drops))} (median "
+                   f"{points_text(statistics.median(drops))}) over {len(drops)} groups.")
+  ratios = {cell: r["folded_depthwise_range_ratio"] for cell, r in records.items()
+            if r.get("folded_depthwise_range_ratio")}
+  if ratios:
+    largest = {cell: max(layers.items(), key=lambda item: item[1]) for cell, layers in ratios.items()}
+    cell, (layer, ratio) = max(largest.items(), key=lambda item: item[1][1])
+    medians = [statistics.median(layers.values()) for layers in ratios.values()]
+    lines.append(f"- Folded depthwise weights (BatchNorm's γ / sqrt(var + ε) scales each channel): the largest "
+                 f"channel's max |w| over the smallest's is {ratio:.0f} in {cell}'s {layer} (the largest), median over "
+                 f"layers {min(medians):.1f}-{max(medians):.1f} per cell; one int8 scale per tensor leaves the "
+                 f"narrowest channel of a layer about 127 / ratio levels.")
+  return lines
+
+
+def litert_note(records):
+  """How the LiteRT latencies were measured (runs, threads, CPU); None without any."""
+  runs = [m["runs"] for r in records.values() for m in r.get("float32", {}).get("latency", []) if m["threads"] == 1]
+  if not runs:
+    return None
+  cpus = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records.values()})
+  return (f"the median of >= {min(runs)} batch-1 invocations per model, each model in a fresh process, one cell at "
+          f"a time, on {'; '.join(cpus)}")
 
 
 def peak_line(ablation, curve, line):

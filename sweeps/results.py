@@ -4,7 +4,9 @@ The cells and what each sets (its overrides) come from DIR/sweep.json (written b
 subdirectory with a config.json is a cell of its own (e.g. converted pretrained checkpoints after
 `mnet_jax.evaluate`). Cells whose overrides differ only by `seed` form one group; results.csv has a row per group
 with the mean, the standard deviation over its finished seeds and their number n. A group's series is what its
-cells set besides alpha and resolution (the figures draw each series apart).
+cells set besides alpha and resolution (the figures draw each series apart). A cell's measurements after training
+(latency.json, export/export.json) add their columns; the int8 drops are float32_top1 - int8 top-1 of one export,
+in fractions like the top-1 columns.
 """
 
 import csv
@@ -18,15 +20,25 @@ from mnet_jax.errors import ConfigError
 from mnet_jax.workdir import write_atomically
 from sweeps import grid
 
+EXPORT_COLUMNS = ("litert_ms", "litert_int8_ms", "tflite_bytes", "float32_top1", "int8_top1", "int8_per_tensor_top1")
+DROPS = (("int8_drop", "int8_top1"), ("int8_per_tensor_drop", "int8_per_tensor_top1"))  # float32_top1 - the int8
 COLUMNS = ("cell", "alpha", "resolution", "variant", "mult_adds", "params", "test_top1", "test_top5", "train_seconds",
-           "images_per_second", "latency_ms", "status", "error")
+           "images_per_second", "latency_ms", *EXPORT_COLUMNS, *(drop for drop, _ in DROPS), "status", "error")
 GROUP_COLUMNS = ("cell", "alpha", "resolution", "variant", "n", "seeds", "mult_adds", "params", "test_top1",
                  "test_top1_std", "test_top5", "test_top5_std", "train_seconds", "images_per_second", "latency_ms",
-                 "latency_ms_std", "status", "error")  # results.csv: one row per group of seeds
-AVERAGED = ("test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms")
-WITH_STD = ("test_top1", "test_top5", "latency_ms")
-# Files a cell may hold besides metrics.jsonl, and the columns each gives (a measurement made after training).
-CELL_FILES = (("latency.json", ("latency_ms",)),)
+                 "latency_ms_std", "litert_ms", "litert_ms_std", "litert_int8_ms", "litert_int8_ms_std", "tflite_bytes",
+                 "float32_top1", "int8_top1", "int8_top1_std", "int8_drop", "int8_drop_std", "int8_per_tensor_top1",
+                 "int8_per_tensor_top1_std", "int8_per_tensor_drop", "int8_per_tensor_drop_std", "status",
+                 "error")  # results.csv: one row per group of seeds
+AVERAGED = ("test_top1", "test_top5", "train_seconds", "images_per_second", "latency_ms",
+            *(c for c in EXPORT_COLUMNS if c != "tflite_bytes"), *(drop for drop, _ in DROPS))
+WITH_STD = ("test_top1", "test_top5", "latency_ms", "litert_ms", "litert_int8_ms", "int8_top1", "int8_drop",
+            "int8_per_tensor_top1", "int8_per_tensor_drop")
+# Files a cell may hold besides metrics.jsonl: (path in the cell, the record's key holding the columns or None, the
+# columns it gives); each a measurement made after training.
+EXPORT_FILE = os.path.join("export", "export.json")
+CELL_FILES = (("latency.json", None, ("latency_ms",)), (EXPORT_FILE, "summary", EXPORT_COLUMNS))
+EXPORT_ERROR_FILE = "export_error.json"  # sweeps.exports: why the cell's last export failed
 AXES = ("alpha", "resolution")  # the plain grid's axes; what a cell sets besides them (and seed) names its series
 IGNORED_FIELDS = ("seed", "wandb.name")  # differ between cells without making them different experiments
 
@@ -75,11 +87,18 @@ def cell_row(workdir, name, overrides=None):
   for column in COLUMNS[1:-2]:
     if final.get(column) is not None:
       row[column] = final[column]
-  for filename, columns in CELL_FILES:
+  for filename, key, columns in CELL_FILES:
     record = read_json(os.path.join(cell_dir, filename)) or {}
+    record = (record.get(key) or {}) if key else record
     row.update((column, record.get(column)) for column in columns)
+  for drop, int8 in DROPS:
+    if row.get("float32_top1") is not None and row.get(int8) is not None:
+      row[drop] = row["float32_top1"] - row[int8]
+  export_error = read_json(os.path.join(cell_dir, EXPORT_ERROR_FILE))
   if final:
     row["status"] = "ok"
+    if export_error:
+      row["error"] = f"export: {export_error['error']}"
   elif error:
     row["status"], row["error"] = "failed", error["error"]
   else:
@@ -165,10 +184,11 @@ def groups_of(rows):
     done = finished(cells)
     first = (done or cells)[0]
     group = {"cell": cells[0]["group"], "alpha": first["alpha"], "resolution": first["resolution"],
-             "variant": first["variant"], "mult_adds": first["mult_adds"], "params": first["params"], "n": len(done),
+             "variant": first["variant"], "mult_adds": first["mult_adds"], "params": first["params"],
+             "tflite_bytes": first.get("tflite_bytes"), "n": len(done),  # the same for every seed, like params
              "seeds": " ".join(str(r["seed"]) for r in done), "series": cells[0]["series"], "config": first["config"]}
     for column in AVERAGED:
-      values = [r[column] for r in done if r[column] is not None]
+      values = [r[column] for r in done if r.get(column) is not None]  # rows made elsewhere may lack a column
       mean, std = mean_std(values) if values else (None, None)
       group[column] = mean
       if column in WITH_STD:
@@ -176,7 +196,7 @@ def groups_of(rows):
     unfinished = [r for r in cells if r["status"] != "ok"]
     group["status"] = "ok" if not unfinished else (
         unfinished[0]["status"] + (f" ({len(done)} of {len(cells)} seeds ok)" if done else ""))
-    group["error"] = unfinished[0]["error"] if unfinished else None
+    group["error"] = next((r["error"] for r in unfinished + done if r["error"]), None)
     groups.append(group)
   return groups
 

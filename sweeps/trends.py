@@ -66,9 +66,10 @@ def top1_spearman(rows):
   return spearman([g["mult_adds"] for g in plain], [g["test_top1"] for g in plain])
 
 
-def latency_spearman(rows):
-  timed = [g for g in plain_groups(rows) if g["latency_ms"] is not None]
-  return spearman([g["mult_adds"] for g in timed], [g["latency_ms"] for g in timed])
+def latency_spearman(rows, column="latency_ms"):
+  """Spearman of a latency column (latency_ms, litert_ms, litert_int8_ms) with Mult-Adds over the plain grid."""
+  timed = [g for g in plain_groups(rows) if g[column] is not None]
+  return spearman([g["mult_adds"] for g in timed], [g[column] for g in timed])
 
 
 def each_seed(rows):

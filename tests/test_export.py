@@ -39,7 +39,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(trained):
-  run("mnet_jax.export", "--workdir", str(trained), "--int8", "--calibration-images", "16", "--threads", "1")
+  run("mnet_jax.export", "--workdir", str(trained), "--int8", "--weights", "per-channel,per-tensor",
+      "--calibration-images", "16", "--threads", "1")
   with open(trained / "export" / "export.json") as f:
     return json.load(f)
 
@@ -54,11 +55,15 @@ def test_exported_cell_agrees_with_jax_and_reports_int8_top1(exported):
   assert 0.0 <= checks["int8_top1"] <= 1.0
   assert checks["int8_minus_float32"] == pytest.approx(checks["int8_top1"] - checks["float32_top1"])
   assert exported["summary"]["int8_top1"] == checks["int8_top1"]
+  assert exported["summary"]["int8_per_tensor_top1"] == checks["int8_per_tensor_top1"]
+  assert exported["summary"]["float32_top1"] == checks["float32_top1"]
+  assert checks["int8_per_tensor_minus_float32"] == pytest.approx(
+      checks["int8_per_tensor_top1"] - checks["float32_top1"])
   assert "accuracy_skipped" not in exported
 
 
 def test_exported_models_hold_only_mobilenet_ops_and_documented_io(exported):
-  for key in ("float32", "int8"):
+  for key in ("float32", "int8", "int8_per_tensor"):
     assert exported[key]["ops"] == V1_OPS  # BatchNorm folded, ReLU6 fused: nothing else
   assert exported["float32"]["input"]["dtype"] == "float32" and exported["float32"]["output"]["shape"] == [1, 10]
   assert exported["int8"]["input"]["dtype"] == exported["int8"]["output"]["dtype"] == "int8"
@@ -66,14 +71,16 @@ def test_exported_models_hold_only_mobilenet_ops_and_documented_io(exported):
   assert exported["int8"]["input"]["scale"] == pytest.approx(2 / 255, rel=0.05)
   assert exported["int8"]["bytes"] < exported["float32"]["bytes"] / 2
   assert exported["int8"]["weights"] == "per-channel" and "16" in exported["int8"]["calibration"]
-  ratios = exported["int8"]["folded_depthwise_range_ratio"]
+  assert exported["int8_per_tensor"]["weights"] == "per-tensor"
+  assert exported["int8_per_tensor"]["file"] == "model_int8_per_tensor.tflite"
+  ratios = exported["folded_depthwise_range_ratio"]
   assert sorted(ratios) == sorted(f"block{n}_dw" for n in range(1, 14)) and min(ratios.values()) >= 1.0
   assert exported["float32"]["bytes"] == os.path.getsize(os.path.join(exported["workdir"], "export",
                                                                       "model_float32.tflite"))
 
 
 def test_exported_latency_is_a_median_of_at_least_200_runs_per_thread_count(exported):
-  for key in ("float32", "int8"):
+  for key in ("float32", "int8", "int8_per_tensor"):
     [one] = exported[key]["latency"]
     assert one["threads"] == 1 and one["runs"] >= 200 and one["latency_ms"] > 0
   assert exported["machine"]["cores"] >= 1 and exported["machine"]["cpu"]
@@ -82,7 +89,7 @@ def test_exported_latency_is_a_median_of_at_least_200_runs_per_thread_count(expo
 def test_both_exported_models_run_in_a_fresh_interpreter(exported):
   image = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
   outputs = {}
-  for key in ("float32", "int8"):
+  for key in ("float32", "int8", "int8_per_tensor"):
     predictor = export_litert.Predictor(os.path.join(exported["workdir"], "export", exported[key]["file"]), 1)
     outputs[key] = predictor(image)
     assert outputs[key].shape == (1, 10) and np.all(np.isfinite(outputs[key]))
@@ -90,11 +97,21 @@ def test_both_exported_models_run_in_a_fresh_interpreter(exported):
   assert np.max(np.abs(outputs["int8"] - outputs["float32"])) < 20 * exported["int8"]["output"]["scale"]
 
 
-def test_export_with_the_same_options_is_skipped_and_other_options_redo_it(exported, trained):
+def test_export_with_the_same_options_is_skipped_and_other_options_redo_it(exported, trained, tmp_path):
   float_file = trained / "export" / "model_float32.tflite"
   before = os.stat(float_file).st_mtime_ns
-  again = export.export_workdir(str(trained), int8=True, calibration_images_count=16, threads=[1])
+  again = export.export_workdir(str(trained), int8=True, weights=["per-tensor", "per-channel"],
+                                calibration_images_count=16, threads=[1])
   assert again == exported and os.stat(float_file).st_mtime_ns == before
+  assert export.is_exported(str(trained), exported["options"])
+  copy = tmp_path / "copy"
+  shutil.copytree(trained, copy)
+  other = export.export_workdir(str(copy), int8=True, weights="per-channel", calibration_images_count=16, threads=[1],
+                                min_runs=5, min_seconds=0.0)
+  assert other["options"]["weights"] == ["per-channel"] and other["options"]["latency"]["min_runs"] == 5
+  assert other["int8"]["latency"][0]["runs"] >= 5 and "int8_per_tensor" not in other
+  assert other["summary"]["int8_per_tensor_top1"] is None and other["summary"]["int8_top1"] is not None
+  assert sorted(os.listdir(copy / "export")) == ["export.json", "model_float32.tflite", "model_int8.tflite"]
 
 
 def random_variables(model, resolution, seed=0):
@@ -190,7 +207,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, trained, tmp_path):
     flags += ["--calibration-images", "0"]
     expected = "--calibration-images 0 is not allowed"
   elif case == "unknown weights":
-    flags += ["--weights", "per-row"]
+    flags += ["--weights", "per-channel,per-row"]
     expected = "--weights 'per-row' is unknown; allowed: per-channel, per-tensor"
   else:
     (workdir / "export").write_text("a file where the export directory goes")
