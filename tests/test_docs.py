@@ -141,6 +141,12 @@ def source_flags(path):
       flags.update(names)
       if any(k.arg == "action" and getattr(k.value, "attr", None) == "BooleanOptionalAction" for k in node.keywords):
         flags.update("--no-" + name[2:] for name in names)
+  for helper in re.findall(r"\b(\w+)\.add_arguments\(parser\)", text):  # flags shared through a helper module
+    for package in ("sweeps", "mnet_jax"):
+      shared = ROOT / package / f"{helper}.py"
+      if shared.exists():
+        flags.update(node.value for node in ast.walk(ast.parse(shared.read_text()))
+                     if isinstance(node, ast.Constant) and re.fullmatch(r"--[a-z][a-z0-9-]*", str(node.value)))
   if not flags:
     for usage in re.findall(r"usage: [^\"\n]*", text):
       flags.update(FLAG.findall(usage))
