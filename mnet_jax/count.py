@@ -62,7 +62,8 @@ def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_d
           kernel_sizes=(3,), kernel_split="equal", model="mobilenet_v1", minimalistic=False):
   """Totals for one model: mult_adds, params (paper convention), biases, trainable_params, and body_mult_adds (all
   but the classifier). variant, min_depth, kernel_sizes and kernel_split are V1's; minimalistic is V3's."""
-  options = model_options(model, variant, min_depth, kernel_sizes, kernel_split, minimalistic)
+  options = models.model_options(model, variant=variant, min_depth=min_depth, kernel_sizes=kernel_sizes,
+                                 kernel_split=kernel_split, minimalistic=minimalistic)
   layers = count_layers(models.layer_spec(model, alpha, num_classes, stem_stride=stem_stride, **options), resolution)
   mult_adds = sum(c.mult_adds for c in layers)
   return {
@@ -75,31 +76,6 @@ def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_d
       "trainable_params": sum(c.trainable_params for c in layers),
       "layers": layers,
   }
-
-
-V1_DEFAULTS = {"variant": "standard", "min_depth": 8, "kernel_sizes": (3,), "kernel_split": "equal"}
-
-
-def model_options(model, variant, min_depth, kernel_sizes, kernel_split, minimalistic):
-  """The module options of `model` among these fields; a field another family's alone, off its default, is a
-  ConfigError."""
-  models.family(model)
-  v1 = {"variant": variant, "min_depth": min_depth, "kernel_sizes": tuple(kernel_sizes), "kernel_split": kernel_split}
-  if model == "mobilenet_v1":
-    if minimalistic:
-      raise ConfigError(f"minimalistic={minimalistic!r} is not allowed for mobilenet_v1; allowed: mobilenet_v3_large "
-                        "or mobilenet_v3_small")
-    return v1
-  for key, value in v1.items():
-    if value != V1_DEFAULTS[key]:
-      raise ConfigError(f"{key}={value!r} is mobilenet_v1's alone, not allowed for {model}; allowed: "
-                        f"{V1_DEFAULTS[key]!r}")
-  if model.startswith("mobilenet_v3"):
-    return {"minimalistic": minimalistic}
-  if minimalistic:
-    raise ConfigError(f"minimalistic={minimalistic!r} is not allowed for {model}; allowed: mobilenet_v3_large or "
-                      "mobilenet_v3_small")
-  return {}
 
 
 def format_layer_table(totals):
@@ -245,7 +221,7 @@ def family_figures(row, totals):
 def format_families():
   lines = ["MobileNet V2 (TF-Slim's checkpoints; Mult-Adds truncated to millions there) and V3 (paper Table 3, TF-Slim",
            "README): Mult-Adds (M) and params with biases (M), published vs this code",
-           f"  {'model':<36}{'MA paper':>9}{'ours':>9}{'diff':>8}{'P paper':>9}{'ours':>8}  flag"]
+           f"  {'model':<40}{'MA paper':>9}{'ours':>9}{'diff':>8}{'P paper':>9}{'ours':>8}  flag"]
   for r in family_rows():
     diff = r["mult_adds_m"] - r["paper_mult_adds_m"]
     digits = len(str(r["paper_params_m"]).split(".")[1])
@@ -256,7 +232,7 @@ def format_families():
       flag = f"disagrees with its own architecture; KNOWN: {r['note']}"
     elif r["note"]:
       flag += f" ({r['note']})"
-    lines.append(f"  {r['model']:<36}{r['paper_mult_adds_m']:>9.0f}{r['mult_adds_m']:>9.2f}{diff:>+8.2f}"
+    lines.append(f"  {r['model']:<40}{r['paper_mult_adds_m']:>9.0f}{r['mult_adds_m']:>9.2f}{diff:>+8.2f}"
                  f"{r['paper_params_m']:>9}{r['params_m']:>8.3f}  {flag}")
   return "\n".join(lines)
 

@@ -64,3 +64,25 @@ def create(name, alpha=1.0, num_classes=1000, **options):
 def layer_spec(name, alpha=1.0, num_classes=1000, **options):
   """The layer spec (a tuple of spec.Layer) of family `name`: what the module builds and the counter counts."""
   return create(name, alpha, num_classes, **options).layers()
+
+
+# Options one family or another takes, with the value that means "not used" to the others.
+FAMILY_OPTIONS = {"variant": "standard", "min_depth": 8, "kernel_sizes": (3,), "kernel_split": "equal",
+                  "activation": "relu6", "minimalistic": False}
+
+
+def model_options(name, **given):
+  """Of `given` (FAMILY_OPTIONS' fields), the ones family `name` takes; one it does not take, off its default, is a
+  ConfigError."""
+  chosen = family(name)
+  fields = {f.name for f in dataclasses.fields(chosen.module)} - {*dict(chosen.fixed)}
+  options = {}
+  for key, value in given.items():
+    value = tuple(value) if isinstance(value, list) else value
+    if key in fields:
+      options[key] = value
+    elif value != FAMILY_OPTIONS[key]:
+      takers = [n for n, f in FAMILIES.items() if key in {d.name for d in dataclasses.fields(f.module)}]
+      raise ConfigError(f"{key}={value!r} is not allowed for {name}; allowed: {FAMILY_OPTIONS[key]!r} "
+                        f"({key} is an option of {', '.join(takers)} only)")
+  return options
