@@ -1,5 +1,6 @@
-"""Keras MobileNet V1 -> mnet_jax: exact logits parity on Keras models built here with random weights and random
-BatchNorm statistics, saved in the layout of the official files; refusal of a file for another alpha."""
+"""Keras MobileNet V1, V2, V3 -> mnet_jax: exact logits parity on Keras models built here with random weights and
+random BatchNorm statistics, saved in the layout of the official files; refusal of a file for another family, alpha
+or number of classes."""
 
 import csv
 import functools
@@ -289,3 +290,81 @@ def test_keras_itself_loads_the_keras2_style_file(tmp_path, small_keras_model):
   fresh.load_weights(path)
   for expected, loaded in zip(small_keras_model.get_weights(), fresh.get_weights()):
     np.testing.assert_array_equal(expected, loaded)
+
+
+# MobileNet V2 and V3 ------------------------------------------------------------------------------
+
+
+def random_keras_family(model_name, alpha, resolution, minimalistic=False, preprocessing=False, include_top=True,
+                        seed=0):
+  """keras.applications MobileNetV2 / V3Large / V3Small with random kernels and biases and random BN statistics
+  near those of a random batch (as random_keras_mobilenet); V3 with or without its Rescaling layer."""
+  keras, _ = keras_modules()
+  keras.utils.set_random_seed(seed)
+  shape = (resolution, resolution, 3)
+  if model_name == "mobilenet_v2":
+    model = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, weights=None, include_top=include_top,
+                                           classifier_activation=None)
+  else:
+    build = {"mobilenet_v3_large": keras.applications.MobileNetV3Large,
+             "mobilenet_v3_small": keras.applications.MobileNetV3Small}[model_name]
+    model = build(input_shape=shape, alpha=alpha, weights=None, minimalistic=minimalistic, include_top=include_top,
+                  include_preprocessing=preprocessing, classifier_activation=None)
+  rng = np.random.default_rng(seed)
+  batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+  for layer in batch_norms:
+    channels = layer.get_weights()[0].shape
+    layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.2, channels), np.zeros(channels),
+                       np.ones(channels)])
+    layer.momentum = 0.0
+  batch = rng.uniform(-1, 1, (4, *shape))
+  model(((batch + 1) * 127.5 if preprocessing else batch).astype(np.float32), training=True)
+  for layer in batch_norms:
+    gamma, beta, mean, variance = layer.get_weights()
+    mean = mean + rng.normal(0, 0.2, mean.shape) * np.sqrt(variance)
+    layer.set_weights([gamma, beta, mean, variance * rng.uniform(0.5, 2.0, variance.shape)])
+  for layer in model.layers:
+    weights = layer.get_weights()
+    if len(weights) == 2 and not isinstance(layer, keras.layers.BatchNormalization):  # random biases
+      layer.set_weights([weights[0], rng.normal(0, 0.5, weights[1].shape)])
+  return model
+
+
+def family_logits_difference(keras_model, variables, model_name, alpha, resolution, minimalistic=False,
+                             preprocessing=False, seed=1):
+  from mnet_jax import models
+  images = np.random.default_rng(seed).uniform(-1, 1, (2, resolution, resolution, 3)).astype(np.float32)
+  keras_images = (images + 1) * 127.5 if preprocessing else images  # Rescaling(1/127.5, offset=-1) undoes this
+  expected = np.asarray(keras_model(keras_images, training=False))
+  options = {"minimalistic": minimalistic} if model_name != "mobilenet_v2" else {}
+  module = models.create(model_name, alpha, 1000, kernels="portable", **options)
+  actual = np.asarray(module.apply(variables, images, train=False))
+  assert actual.shape == expected.shape == (2, 1000)
+  assert np.abs(expected).max() > 0.5 and np.abs(expected[0] - expected[1]).max() > 0.05
+  return float(np.abs(actual - expected).max())
+
+
+@pytest.mark.parametrize("model_name, alpha, resolution, minimalistic, preprocessing, layout", [
+    ("mobilenet_v2", 0.35, 64, False, False, "legacy_h5"),
+    pytest.param("mobilenet_v2", 1.3, 45, False, False, "keras3_weights_h5", marks=pytest.mark.slow),
+    ("mobilenet_v3_large", 0.75, 64, False, True, "keras3_weights_h5"),
+    pytest.param("mobilenet_v3_large", 1.0, 33, True, False, "whole_model_h5", marks=pytest.mark.slow),
+    pytest.param("mobilenet_v3_small", 1.0, 57, False, False, "legacy_h5", marks=pytest.mark.slow),
+    ("mobilenet_v3_small", 0.5, 64, False, True, "model_object"),
+])
+def test_family_logits_parity(tmp_path, model_name, alpha, resolution, minimalistic, preprocessing, layout):
+  model = random_keras_family(model_name, alpha, resolution, minimalistic, preprocessing)
+  options = dict(model_name=model_name, minimalistic=minimalistic)
+  if layout == "model_object":
+    variables = convert.variables_from_keras_model(model, alpha, **options)
+  else:
+    path = str(tmp_path / ("m.weights.h5" if layout == "keras3_weights_h5" else "m.h5"))
+    if layout == "legacy_h5":
+      save_legacy_h5(model, path)
+    elif layout == "whole_model_h5":
+      model.save(path)
+    else:
+      model.save_weights(path)
+    variables = convert.variables_from_h5(path, alpha, **options)
+  difference = family_logits_difference(model, variables, model_name, alpha, resolution, minimalistic, preprocessing)
+  assert difference <= LOGITS_TOLERANCE
