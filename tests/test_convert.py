@@ -368,3 +368,50 @@ def test_family_logits_parity(tmp_path, model_name, alpha, resolution, minimalis
     variables = convert.variables_from_h5(path, alpha, **options)
   difference = family_logits_difference(model, variables, model_name, alpha, resolution, minimalistic, preprocessing)
   assert difference <= LOGITS_TOLERANCE
+
+
+@functools.cache
+def cached_v3_small():
+  return random_keras_family("mobilenet_v3_small", 0.5, 64)
+
+
+def test_file_of_another_family_alpha_or_classes_is_refused_in_one_line(tmp_path):
+  path = str(tmp_path / "v3_small_0.5.h5")
+  save_legacy_h5(cached_v3_small(), path)
+  refusals = [
+      (dict(alpha=0.5, model_name="mobilenet_v2"), "has no Keras layer 'Conv1'; is it a Keras mobilenet_v2"),
+      (dict(alpha=0.5, model_name="mobilenet_v3_large"), "needs"),
+      (dict(alpha=0.75, model_name="mobilenet_v3_small"), "but mobilenet_v3_small with alpha=0.75 needs"),
+      (dict(alpha=0.5, model_name="mobilenet_v3_small", num_classes=10), "Keras layer 'logits' kernel"),
+      (dict(alpha=0.5, model_name="mobilenet_v3_small", minimalistic=True), "needs"),
+      (dict(alpha=0.5, model_name="mobilenet_v1"), "has no Keras layer 'conv_preds'"),
+  ]
+  for kwargs, message in refusals:
+    with pytest.raises(ConfigError) as error:
+      convert.variables_from_h5(path, **kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value), (kwargs, str(error.value))
+
+
+@pytest.mark.slow
+def test_command_line_converts_a_v3_file_and_refuses_another_family(tmp_path):
+  model = cached_v3_small()
+  path = str(tmp_path / "v3_small_0.5.weights.h5")
+  model.save_weights(path)
+  refused = str(tmp_path / "refused")
+  result = run_cli("--model", "mobilenet_v2", "--keras-h5", path, "--alpha", "0.5", "--resolution", "64",
+                   "--out", refused)
+  assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert not os.path.exists(refused)
+  out = str(tmp_path / "v3s")
+  result = run_cli("--model", "mobilenet_v3_small", "--keras-h5", path, "--alpha", "0.5", "--resolution", "64",
+                   "--out", out)
+  assert result.returncode == 0, result.stderr
+  with open(os.path.join(out, "config.json")) as f:
+    config = json.load(f)
+  assert (config["model"]["name"], config["alpha"], config["resolution"]) == ("mobilenet_v3_small", 0.5, 64)
+  from mnet_jax import models
+  module = models.create("mobilenet_v3_small", 0.5, 1000, kernels="portable")
+  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32)))
+  step, variables = checkpoint.restore_variables(out, abstract)
+  assert step == 0
+  assert family_logits_difference(model, variables, "mobilenet_v3_small", 0.5, 64) <= LOGITS_TOLERANCE

@@ -92,7 +92,6 @@ def test_v1_parameter_tree_follows_table1_as_before():
   expected_params["classifier"] = {"kernel": (512, 10), "bias": (10,)}
   actual = jax.tree.map(lambda s: s.shape, variables)
   assert actual == {"params": expected_params, "batch_stats": expected_stats}
-  assert list(actual["params"]) == [layer.name for layer in module.layers()]
 
 
 def config_for(model_name, **model_fields):
@@ -156,20 +155,32 @@ def loss_and_grads(module, variables, images, labels):
   return jax.jit(jax.value_and_grad(loss))(variables["params"])
 
 
+def tree_error(grads, reference):
+  """Each leaf's error norm over its own norm, floored at 1e-3 of the largest leaf (leaves whose gradient is zero
+  up to rounding, e.g. BatchNorm biases before the next BatchNorm, would compare rounding noise)."""
+  floor = 1e-3 * max(float(jnp.linalg.norm(r)) for r in jax.tree.leaves(reference))
+  return max(float(jnp.linalg.norm(g.astype(jnp.float32) - r) / (jnp.linalg.norm(r) + floor))
+             for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)))
+
+
 @pytest.mark.skipif(cpu_kernels.library_error() is not None or jax.device_count() > 1,
                     reason="the C++ kernels need a compiler and a one-device CPU process")
 @pytest.mark.parametrize("model_name", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
-@pytest.mark.parametrize("dtype, tolerance", [("float32", 2e-4), ("bfloat16", 3e-2)])
-def test_cpu_kernels_equal_portable_for_every_family(model_name, dtype, tolerance):
-  """Training-mode loss and gradients: 5x5 depthwise (C++ forward), squeeze-excite, hard-swish, residual adds."""
-  images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-  labels = jnp.array([0, 1, 2, 3])
-  portable = models.create(model_name, 0.35, 4, kernels="portable", dtype=dtype, dropout_rate=0.0)
-  cpu = models.create(model_name, 0.35, 4, kernels="cpu", dtype=dtype, dropout_rate=0.0)
-  variables = portable.init(jax.random.key(0), images)
-  loss_p, grads_p = loss_and_grads(portable, variables, images, labels)
-  loss_c, grads_c = loss_and_grads(cpu, variables, images, labels)
-  np.testing.assert_allclose(loss_c, loss_p, rtol=tolerance)
-  for (path, g_p), g_c in zip(jax.tree_util.tree_flatten_with_path(grads_p)[0], jax.tree.leaves(grads_c)):
-    scale = float(jnp.abs(g_p).max()) + 1e-6
-    assert float(jnp.abs(g_c - g_p).max()) <= tolerance * scale * 5, jax.tree_util.keystr(path)
+def test_cpu_kernels_equal_portable_for_every_family(model_name):
+  """Training-mode loss and gradients: 5x5 depthwise (C++ forward), squeeze-excite, hard-swish, residual adds. In
+  float32 the two sets agree to rounding; in bfloat16 the 'cpu' set is as close to float32 as 'portable' is."""
+  images = jax.random.normal(jax.random.key(1), (8, 64, 64, 3))
+  labels = jnp.arange(8) % 4
+  results = {}
+  for kernels in ("portable", "cpu"):
+    for dtype in ("float32", "bfloat16"):
+      module = models.create(model_name, 0.35, 4, kernels=kernels, dtype=dtype, dropout_rate=0.0)
+      variables = module.init(jax.random.key(0), images)
+      results[kernels, dtype] = loss_and_grads(module, variables, images, labels)
+  (loss_p, grads_p), (loss_c, grads_c) = results["portable", "float32"], results["cpu", "float32"]
+  np.testing.assert_allclose(loss_c, loss_p, rtol=1e-5)
+  assert tree_error(grads_c, grads_p) < 1e-3
+  portable_bf16, cpu_bf16 = tree_error(results["portable", "bfloat16"][1], grads_p), tree_error(
+      results["cpu", "bfloat16"][1], grads_p)
+  assert cpu_bf16 < 2 * portable_bf16 + 0.05, (cpu_bf16, portable_bf16)
+  assert abs(results["cpu", "bfloat16"][0] - loss_p) < 2 * abs(results["portable", "bfloat16"][0] - loss_p) + 0.02
