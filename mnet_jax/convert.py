@@ -169,6 +169,7 @@ def to_variables(keras_weights, alpha, num_classes=IMAGENET_CLASSES, source="the
   names = family.keras_names(layers)
   initial = jax.tree.map(lambda a: np.asarray(a), expected_variables(module))
   shapes = jax.tree.map(np.shape, initial)
+  layer_weights(keras_weights, names[layers[0].name][0], ("kernel",), source, family)  # another family: its stem
   classifier = names[layers[-1].name][0]
   if classifier not in keras_weights and not fresh_head:
     raise ConfigError(f"{source} has no Keras layer {classifier!r} (a *_no_top.h5 file has no classifier; use the "

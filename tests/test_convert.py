@@ -384,7 +384,7 @@ def test_file_of_another_family_alpha_or_classes_is_refused_in_one_line(tmp_path
       (dict(alpha=0.75, model_name="mobilenet_v3_small"), "but mobilenet_v3_small with alpha=0.75 needs"),
       (dict(alpha=0.5, model_name="mobilenet_v3_small", num_classes=10), "Keras layer 'logits' kernel"),
       (dict(alpha=0.5, model_name="mobilenet_v3_small", minimalistic=True), "needs"),
-      (dict(alpha=0.5, model_name="mobilenet_v1"), "has no Keras layer 'conv_preds'"),
+      (dict(alpha=0.5, model_name="mobilenet_v1"), "has no Keras layer 'conv1'; is it a Keras mobilenet_v1"),
   ]
   for kwargs, message in refusals:
     with pytest.raises(ConfigError) as error:
