@@ -1,11 +1,13 @@
-"""Exact Mult-Adds and parameter counts of MobileNet V1, layer by layer, from the module's own layer spec.
+"""Exact Mult-Adds and parameter counts of any family (mnet_jax.models), layer by layer, from the module's own spec.
 
-Convention (it reproduces the paper): Mult-Adds are the multiply-accumulates of every conv and of the
-fully connected layer; BatchNorm, activations and pooling are not counted. The paper's "params" are
-conv and FC weights; `trainable_params` adds BatchNorm scale/bias and the FC bias, and equals the
+Convention (it reproduces the papers): Mult-Adds are the multiply-accumulates of every conv (squeeze-excite's two
+1x1 convs on the pooled vector included) and of the fc layers; BatchNorm, activations, pooling, residual adds and
+squeeze-excite's scaling are not counted. "params" are conv and fc weights; `biases` are the fc and squeeze-excite
+biases (V3's head_fc bias among them); `trainable_params` adds those and BatchNorm's scale/bias, and equals the
 number of entries in the module's `params` collection.
 
   python -m mnet_jax.count --alpha 0.5 --resolution 160 [--variant shallow] [--json]
+  python -m mnet_jax.count --model mobilenet_v3_large [--minimalistic] --alpha 0.75 --resolution 224
   python -m mnet_jax.count --kernel-sizes 3,5,7,9 [--kernel-split equal|exponential]  # MixConv depthwise layers
   python -m mnet_jax.count --paper
 
@@ -15,9 +17,10 @@ A depthwise layer with groups (k_i, C_i) counts sum_i k_i^2 * C_i weights, each 
 import dataclasses
 import json
 
-from mnet_jax import paper
+from mnet_jax import models, paper
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
-from mnet_jax.models.mobilenet_v1 import KERNEL_SPLITS, VARIANTS, Layer, architecture, check_resolution
+from mnet_jax.models.mobilenet_v1 import KERNEL_SPLITS, VARIANTS
+from mnet_jax.models.spec import Layer, check_resolution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,8 @@ class LayerCount:
   out_size: int
   mult_adds: int
   params: int  # weights only (the paper's convention)
-  trainable_params: int  # plus BatchNorm scale/bias or the FC bias
+  trainable_params: int  # plus biases and BatchNorm scale/bias
+  biases: int = 0  # fc and squeeze-excite biases
 
 
 def count_layers(layers, resolution):
@@ -37,7 +41,12 @@ def count_layers(layers, resolution):
   for layer in layers:
     if layer.kind == "fc":  # after global average pooling
       weights = layer.in_channels * layer.out_channels
-      counts.append(LayerCount(layer, 1, 1, weights, weights, weights + layer.out_channels))
+      counts.append(LayerCount(layer, 1, 1, weights, weights, weights + layer.out_channels, layer.out_channels))
+      continue
+    if layer.kind == "squeeze_excite":  # two 1x1 convs with biases on the pooled vector
+      weights = 2 * layer.in_channels * layer.se_channels
+      biases = layer.se_channels + layer.in_channels
+      counts.append(LayerCount(layer, size, size, weights, weights, weights + biases, biases))
       continue
     out_size = -(-size // layer.stride)
     if layer.kind == "depthwise":
@@ -50,24 +59,27 @@ def count_layers(layers, resolution):
 
 
 def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_depth=8, stem_stride=2,
-          kernel_sizes=(3,), kernel_split="equal"):
-  """Totals for one model: mult_adds, params (paper convention), trainable_params, and body_mult_adds (no FC)."""
-  layers = count_layers(architecture(alpha, variant, num_classes, min_depth, stem_stride, kernel_sizes, kernel_split),
-                        resolution)
+          kernel_sizes=(3,), kernel_split="equal", model="mobilenet_v1", minimalistic=False):
+  """Totals for one model: mult_adds, params (paper convention), biases, trainable_params, and body_mult_adds (all
+  but the classifier). variant, min_depth, kernel_sizes and kernel_split are V1's; minimalistic is V3's."""
+  options = models.model_options(model, variant=variant, min_depth=min_depth, kernel_sizes=kernel_sizes,
+                                 kernel_split=kernel_split, minimalistic=minimalistic)
+  layers = count_layers(models.layer_spec(model, alpha, num_classes, stem_stride=stem_stride, **options), resolution)
   mult_adds = sum(c.mult_adds for c in layers)
   return {
-      "alpha": alpha, "resolution": resolution, "variant": variant, "num_classes": num_classes,
-      "kernel_sizes": list(kernel_sizes), "kernel_split": kernel_split,
+      "model": model, "alpha": alpha, "resolution": resolution, "variant": variant, "num_classes": num_classes,
+      "kernel_sizes": list(kernel_sizes), "kernel_split": kernel_split, "minimalistic": minimalistic,
       "mult_adds": mult_adds,
       "body_mult_adds": mult_adds - layers[-1].mult_adds,
       "params": sum(c.params for c in layers),
+      "biases": sum(c.biases for c in layers),
       "trainable_params": sum(c.trainable_params for c in layers),
       "layers": layers,
   }
 
 
 def format_layer_table(totals):
-  header = f"{'layer':<14}{'type':<14}{'stride':>6}  {'input':>16}  {'output':>16}  {'Mult-Adds':>13}  {'params':>10}"
+  header = f"{'layer':<16}{'type':<14}{'stride':>6}  {'input':>16}  {'output':>16}  {'Mult-Adds':>13}  {'params':>10}"
   lines = [header, "-" * len(header)]
   for c in totals["layers"]:
     l = c.layer
@@ -78,17 +90,18 @@ def format_layer_table(totals):
       shape_out = f"{c.out_size}x{c.out_size}x{l.out_channels}"
     mixed = l.kind == "depthwise" and len(l.groups) > 1
     kind = {"conv": f"conv {l.kernel_size}x{l.kernel_size}", "depthwise": "mixconv" if mixed else f"conv dw {l.kernel_size}x{l.kernel_size}",
-            "pointwise": "conv 1x1", "fc": "fc"}[l.kind]
-    lines.append(f"{l.name:<14}{kind:<14}{l.stride:>6}  {shape_in:>16}  {shape_out:>16}  {c.mult_adds:>13,}  {c.params:>10,}")
+            "pointwise": "conv 1x1", "fc": "fc", "squeeze_excite": f"se {l.se_channels}"}[l.kind]
+    lines.append(f"{l.name:<16}{kind:<14}{l.stride:>6}  {shape_in:>16}  {shape_out:>16}  {c.mult_adds:>13,}  {c.params:>10,}")
     for k, channels in l.groups if mixed else ():  # one line per channel group
-      lines.append(f"{'':<14}{'  dw ' + str(k) + 'x' + str(k):<14}{l.stride:>6}  {f'{c.in_size}x{c.in_size}x{channels}':>16}  "
+      lines.append(f"{'':<16}{'  dw ' + str(k) + 'x' + str(k):<14}{l.stride:>6}  {f'{c.in_size}x{c.in_size}x{channels}':>16}  "
                    f"{f'{c.out_size}x{c.out_size}x{channels}':>16}  {c.out_size ** 2 * k * k * channels:>13,}  "
                    f"{k * k * channels:>10,}")
   lines.append("-" * len(header))
   lines.append(f"total Mult-Adds {totals['mult_adds']:,} ({totals['mult_adds'] / 1e6:.1f}M), "
                f"body only {totals['body_mult_adds']:,}")
   lines.append(f"params (conv + FC weights) {totals['params']:,} ({totals['params'] / 1e6:.2f}M), "
-               f"trainable (+ BN scale/bias, FC bias) {totals['trainable_params']:,}")
+               f"with biases {totals['params'] + totals['biases']:,}, "
+               f"trainable (+ BN scale/bias) {totals['trainable_params']:,}")
   return "\n".join(lines)
 
 
@@ -184,6 +197,46 @@ def format_mixconv():
   return "\n".join(lines)
 
 
+def family_rows():
+  """TF-Slim's V2 checkpoints and the V3 tables: published Mult-Adds (M) and params (M) beside this code's (1000
+  classes; params with biases, as Keras and TF-Slim report them)."""
+  rows = []
+  for row in paper.v2_checkpoints():
+    totals = count(float(row["alpha"]), int(row["resolution"]), model="mobilenet_v2")
+    rows.append({"model": row["checkpoint"], "truncated": True, "note": "", **family_figures(row, totals)})
+  for row in paper.v3_tables():
+    minimalistic = row["minimalistic"] == "true"
+    totals = count(float(row["alpha"]), int(row["resolution"]), model=row["model"], minimalistic=minimalistic)
+    name = f"{row['model']}{'_minimalistic' if minimalistic else ''}_{row['alpha']}_{row['resolution']}"
+    rows.append({"model": name, "truncated": False, "note": row["source_note"], **family_figures(row, totals)})
+  return rows
+
+
+def family_figures(row, totals):
+  return {"paper_mult_adds_m": float(row["mult_adds_millions"]), "mult_adds_m": totals["mult_adds"] / 1e6,
+          "paper_params_m": float(row["params_millions"]),
+          "params_m": (totals["params"] + totals["biases"]) / 1e6}
+
+
+def format_families():
+  lines = ["MobileNet V2 (TF-Slim's checkpoints; Mult-Adds truncated to millions there) and V3 (paper Table 3, TF-Slim",
+           "README): Mult-Adds (M) and params with biases (M), published vs this code",
+           f"  {'model':<40}{'MA paper':>9}{'ours':>9}{'diff':>8}{'P paper':>9}{'ours':>8}  flag"]
+  for r in family_rows():
+    diff = r["mult_adds_m"] - r["paper_mult_adds_m"]
+    digits = len(str(r["paper_params_m"]).split(".")[1])
+    params_ok = round(r["params_m"], digits) == r["paper_params_m"]
+    mult_adds_ok = int(r["mult_adds_m"]) == r["paper_mult_adds_m"] if r["truncated"] else abs(diff) <= 0.5
+    flag = "ok" if params_ok and mult_adds_ok else "MISMATCH"
+    if flag != "ok" and r["note"]:
+      flag = f"disagrees with its own architecture; KNOWN: {r['note']}"
+    elif r["note"]:
+      flag += f" ({r['note']})"
+    lines.append(f"  {r['model']:<40}{r['paper_mult_adds_m']:>9.0f}{r['mult_adds_m']:>9.2f}{diff:>+8.2f}"
+                 f"{r['paper_params_m']:>9}{r['params_m']:>8.3f}  {flag}")
+  return "\n".join(lines)
+
+
 def parse_kernel_sizes(text):
   """'3,5,7,9' -> (3, 5, 7, 9); the sizes themselves are checked by architecture()."""
   if not text.strip():
@@ -212,6 +265,8 @@ def parse_int(name, text):
 @exit_on_config_error
 def main(argv=None):
   parser = OneLineArgumentParser(prog="python -m mnet_jax.count", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model", default="mobilenet_v1", help=f"the family, one of {', '.join(models.NAMES)}")
+  parser.add_argument("--minimalistic", action="store_true", help="V3's variant: no SE, ReLU, 3x3 kernels")
   parser.add_argument("--alpha", default="1.0", help="width multiplier, > 0")
   parser.add_argument("--resolution", default="224", help="input size in pixels, >= 32")
   parser.add_argument("--variant", default="standard", help=f"one of {', '.join(VARIANTS)}")
@@ -222,14 +277,16 @@ def main(argv=None):
                       help="depthwise kernel sizes, comma-separated: one (k x k) or several (MixConv groups)")
   parser.add_argument("--kernel-split", default="equal", help=f"MixConv channel split: {' or '.join(KERNEL_SPLITS)}")
   parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-  parser.add_argument("--paper", action="store_true", help="print Tables 2, 4, 5, 6, 7, 9 and the MixConv points beside this code's counts")
+  parser.add_argument("--paper", action="store_true", help="print V1's Tables 2, 4, 5, 6, 7, 9, the MixConv points and the V2 and V3 "
+                      "tables beside this code's counts")
   args = parser.parse_args(argv)
   if args.paper:
-    print(format_paper() + "\n\n" + format_mixconv())
+    print(format_paper() + "\n\n" + format_mixconv() + "\n\n" + format_families())
     return
   totals = count(parse_alpha(args.alpha), parse_int("resolution", args.resolution), args.variant,
                  parse_int("num_classes", args.num_classes), parse_int("min_depth", args.min_depth),
-                 parse_int("stem_stride", args.stem_stride), parse_kernel_sizes(args.kernel_sizes), args.kernel_split)
+                 parse_int("stem_stride", args.stem_stride), parse_kernel_sizes(args.kernel_sizes), args.kernel_split,
+                 args.model, args.minimalistic)
   if args.json:
     layers = [{**dataclasses.asdict(c.layer), **{k: v for k, v in dataclasses.asdict(c).items() if k != "layer"}}
               for c in totals["layers"]]

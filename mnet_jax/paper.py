@@ -1,5 +1,6 @@
-"""The paper's published figures (arXiv 1704.04861 Tables 2-9), TF-Slim's checkpoint table and the MixConv paper's
-MobileNet V1 points (arXiv 1907.09595, read off its figures), as data."""
+"""The paper's published figures (arXiv 1704.04861 Tables 2-9), TF-Slim's checkpoint tables (V1, V2), the V3 paper's
+Table 3 with TF-Slim's README, and the MixConv paper's MobileNet V1 points (arXiv 1907.09595, read off its
+figures), as data."""
 
 import csv
 import functools
@@ -42,3 +43,14 @@ def mixconv_points():
   return tuple({"figure": row["figure"], "kernel_sizes": tuple(int(k) for k in row["kernel_sizes"].split(";")),
                 "split": row["split"], "flops_paper_m": float(row["flops_paper_M"]), "top1": float(row["top1"]),
                 "mult_adds": int(row["mult_adds"])} for row in _rows("mixconv_points.csv"))
+
+
+def v2_checkpoints():
+  """TF-Slim's 22 published MobileNet V2 checkpoints: Mult-Adds (M, truncated), params (M) and ImageNet accuracy."""
+  return _rows("v2_slim_checkpoints.csv")
+
+
+def v3_tables():
+  """MobileNet V3: the paper's Table 3 and TF-Slim's README rows (Mult-Adds M, params M, top-1), with a note where
+  a published figure does not follow from the architecture."""
+  return _rows("v3_tables.csv")

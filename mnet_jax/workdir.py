@@ -7,9 +7,9 @@ import os
 import jax
 import ml_collections
 
-from mnet_jax import count
+from mnet_jax import count, models
 from mnet_jax.errors import ConfigError
-from mnet_jax.models.mobilenet_v1 import MobileNetV1, check_choice, check_resolution, VARIANTS
+from mnet_jax.models.spec import check_resolution
 from mnet_jax.ops import resolve_kernels
 
 CONFIG_FILE = "config.json"
@@ -24,18 +24,29 @@ def write_atomically(path, data):
   os.replace(temporary, path)
 
 
+def model_name(config):
+  """config.model.name; 'mobilenet_v1' for a config.json written before the field existed."""
+  return config.model.get("name", "mobilenet_v1")
+
+
+def model_options(config):
+  """The module options of config's family: config.variant and the config.model fields it takes (a field of
+  another family alone must keep its default, else a ConfigError)."""
+  fields = {k: v for k, v in config.model.to_dict().items() if v is not None and k != "name"}
+  family_fields = {k: fields.pop(k) for k in models.FAMILY_OPTIONS if k in fields}
+  options = models.model_options(model_name(config), variant=config.get("variant", "standard"), **family_fields)
+  if "kernel_sizes" in fields:  # a list when the config comes from config.json
+    fields["kernel_sizes"] = tuple(fields["kernel_sizes"])
+  return {**fields, **options}
+
+
 def model_from_config(config, num_classes):
-  """The MobileNetV1 of config, its kernel set resolved for this process ('portable' or 'cpu')."""
-  check_choice("variant", config.variant, VARIANTS)
+  """The module of config's family (config.model.name, through mnet_jax.models), its kernel set resolved for this
+  process ('portable' or 'cpu')."""
   check_resolution(config.resolution)
-  options = {k: v for k, v in config.model.to_dict().items() if v is not None}
+  options = model_options(config)
   options["kernels"] = resolve_kernels(options.get("kernels", "auto"))
-  if "kernel_sizes" in options:  # a list when the config comes from config.json
-    options["kernel_sizes"] = tuple(options["kernel_sizes"])
-  try:
-    return MobileNetV1(alpha=config.alpha, num_classes=num_classes, variant=config.variant, **options)
-  except TypeError as e:
-    raise ConfigError(f"config.model has a field MobileNetV1 does not take: {e}") from None
+  return models.create(model_name(config), config.alpha, num_classes, **options)
 
 
 def with_resolved_kernels(config):
@@ -87,12 +98,13 @@ def write_config(config, workdir):
 
 
 def model_facts(config, num_classes):
+  """What the final record says of the model: its family, alpha, resolution, number of classes and counts."""
   model = model_from_config(config, num_classes)
-  counts = count.count(config.alpha, config.resolution, config.variant, num_classes, model.min_depth, model.stem_stride,
-                       model.kernel_sizes, model.kernel_split)
-  return {"mult_adds": counts["mult_adds"], "params": counts["params"],
-          "trainable_params": counts["trainable_params"], "alpha": config.alpha, "resolution": config.resolution,
-          "variant": config.variant}
+  counts = count.count_layers(model.layers(), config.resolution)
+  return {"mult_adds": sum(c.mult_adds for c in counts), "params": sum(c.params for c in counts),
+          "trainable_params": sum(c.trainable_params for c in counts), "model": model_name(config),
+          "minimalistic": bool(config.model.get("minimalistic", False)), "alpha": config.alpha,
+          "resolution": config.resolution, "num_classes": num_classes, "variant": config.get("variant", "standard")}
 
 
 def final_record(step, evaluation, facts, train_seconds, images_per_second, kernels, num_devices, num_processes):

@@ -1,5 +1,6 @@
-"""Keras MobileNet V1 -> mnet_jax: exact logits parity on Keras models built here with random weights and random
-BatchNorm statistics, saved in the layout of the official files; refusal of a file for another alpha."""
+"""Keras MobileNet V1, V2, V3 -> mnet_jax: exact logits parity on Keras models built here with random weights and
+random BatchNorm statistics, saved in the layout of the official files; refusal of a file for another family, alpha
+or number of classes."""
 
 import csv
 import functools
@@ -290,3 +291,128 @@ def test_keras_itself_loads_the_keras2_style_file(tmp_path, small_keras_model):
   fresh.load_weights(path)
   for expected, loaded in zip(small_keras_model.get_weights(), fresh.get_weights()):
     np.testing.assert_array_equal(expected, loaded)
+
+
+# MobileNet V2 and V3 ------------------------------------------------------------------------------
+
+
+def random_keras_family(model_name, alpha, resolution, minimalistic=False, preprocessing=False, include_top=True,
+                        seed=0):
+  """keras.applications MobileNetV2 / V3Large / V3Small with random kernels and biases and random BN statistics
+  near those of a random batch (as random_keras_mobilenet); V3 with or without its Rescaling layer."""
+  keras, _ = keras_modules()
+  keras.utils.set_random_seed(seed)
+  shape = (resolution, resolution, 3)
+  if model_name == "mobilenet_v2":
+    model = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, weights=None, include_top=include_top,
+                                           classifier_activation=None)
+  else:
+    build = {"mobilenet_v3_large": keras.applications.MobileNetV3Large,
+             "mobilenet_v3_small": keras.applications.MobileNetV3Small}[model_name]
+    model = build(input_shape=shape, alpha=alpha, weights=None, minimalistic=minimalistic, include_top=include_top,
+                  include_preprocessing=preprocessing, classifier_activation=None)
+  rng = np.random.default_rng(seed)
+  batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+  for layer in batch_norms:
+    channels = layer.get_weights()[0].shape
+    layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.2, channels), np.zeros(channels),
+                       np.ones(channels)])
+    layer.momentum = 0.0
+  batch = rng.uniform(-1, 1, (4, *shape))
+  model(((batch + 1) * 127.5 if preprocessing else batch).astype(np.float32), training=True)
+  for layer in batch_norms:
+    gamma, beta, mean, variance = layer.get_weights()
+    mean = mean + rng.normal(0, 0.2, mean.shape) * np.sqrt(variance)
+    layer.set_weights([gamma, beta, mean, variance * rng.uniform(0.5, 2.0, variance.shape)])
+  for layer in model.layers:
+    weights = layer.get_weights()
+    if len(weights) == 2 and not isinstance(layer, keras.layers.BatchNormalization):  # random biases
+      layer.set_weights([weights[0], rng.normal(0, 0.5, weights[1].shape)])
+  return model
+
+
+def family_logits_difference(keras_model, variables, model_name, alpha, resolution, minimalistic=False,
+                             preprocessing=False, seed=1):
+  from mnet_jax import models
+  images = np.random.default_rng(seed).uniform(-1, 1, (2, resolution, resolution, 3)).astype(np.float32)
+  keras_images = (images + 1) * 127.5 if preprocessing else images  # Rescaling(1/127.5, offset=-1) undoes this
+  expected = np.asarray(keras_model(keras_images, training=False))
+  options = {"minimalistic": minimalistic} if model_name != "mobilenet_v2" else {}
+  module = models.create(model_name, alpha, 1000, kernels="portable", **options)
+  actual = np.asarray(module.apply(variables, images, train=False))
+  assert actual.shape == expected.shape == (2, 1000)
+  assert np.abs(expected).max() > 0.5 and np.abs(expected[0] - expected[1]).max() > 0.05
+  return float(np.abs(actual - expected).max())
+
+
+@pytest.mark.parametrize("model_name, alpha, resolution, minimalistic, preprocessing, layout", [
+    ("mobilenet_v2", 0.35, 64, False, False, "legacy_h5"),
+    pytest.param("mobilenet_v2", 1.3, 45, False, False, "keras3_weights_h5", marks=pytest.mark.slow),
+    ("mobilenet_v3_large", 0.75, 64, False, True, "keras3_weights_h5"),
+    pytest.param("mobilenet_v3_large", 1.0, 33, True, False, "whole_model_h5", marks=pytest.mark.slow),
+    pytest.param("mobilenet_v3_small", 1.0, 57, False, False, "legacy_h5", marks=pytest.mark.slow),
+    ("mobilenet_v3_small", 0.5, 64, False, True, "model_object"),
+])
+def test_family_logits_parity(tmp_path, model_name, alpha, resolution, minimalistic, preprocessing, layout):
+  model = random_keras_family(model_name, alpha, resolution, minimalistic, preprocessing)
+  options = dict(model_name=model_name, minimalistic=minimalistic)
+  if layout == "model_object":
+    variables = convert.variables_from_keras_model(model, alpha, **options)
+  else:
+    path = str(tmp_path / ("m.weights.h5" if layout == "keras3_weights_h5" else "m.h5"))
+    if layout == "legacy_h5":
+      save_legacy_h5(model, path)
+    elif layout == "whole_model_h5":
+      model.save(path)
+    else:
+      model.save_weights(path)
+    variables = convert.variables_from_h5(path, alpha, **options)
+  difference = family_logits_difference(model, variables, model_name, alpha, resolution, minimalistic, preprocessing)
+  assert difference <= LOGITS_TOLERANCE
+
+
+@functools.cache
+def cached_v3_small():
+  return random_keras_family("mobilenet_v3_small", 0.5, 64)
+
+
+def test_file_of_another_family_alpha_or_classes_is_refused_in_one_line(tmp_path):
+  path = str(tmp_path / "v3_small_0.5.h5")
+  save_legacy_h5(cached_v3_small(), path)
+  refusals = [
+      (dict(alpha=0.5, model_name="mobilenet_v2"), "has no Keras layer 'Conv1'; is it a Keras mobilenet_v2"),
+      (dict(alpha=0.5, model_name="mobilenet_v3_large"), "needs"),
+      (dict(alpha=0.75, model_name="mobilenet_v3_small"), "but mobilenet_v3_small with alpha=0.75 needs"),
+      (dict(alpha=0.5, model_name="mobilenet_v3_small", num_classes=10), "Keras layer 'logits' kernel"),
+      (dict(alpha=0.5, model_name="mobilenet_v3_small", minimalistic=True), "needs"),
+      (dict(alpha=0.5, model_name="mobilenet_v1"), "has no Keras layer 'conv1'; is it a Keras mobilenet_v1"),
+  ]
+  for kwargs, message in refusals:
+    with pytest.raises(ConfigError) as error:
+      convert.variables_from_h5(path, **kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value), (kwargs, str(error.value))
+
+
+@pytest.mark.slow
+def test_command_line_converts_a_v3_file_and_refuses_another_family(tmp_path):
+  model = cached_v3_small()
+  path = str(tmp_path / "v3_small_0.5.weights.h5")
+  model.save_weights(path)
+  refused = str(tmp_path / "refused")
+  result = run_cli("--model", "mobilenet_v2", "--keras-h5", path, "--alpha", "0.5", "--resolution", "64",
+                   "--out", refused)
+  assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert not os.path.exists(refused)
+  out = str(tmp_path / "v3s")
+  result = run_cli("--model", "mobilenet_v3_small", "--keras-h5", path, "--alpha", "0.5", "--resolution", "64",
+                   "--out", out)
+  assert result.returncode == 0, result.stderr
+  with open(os.path.join(out, "config.json")) as f:
+    config = json.load(f)
+  assert (config["model"]["name"], config["alpha"], config["resolution"]) == ("mobilenet_v3_small", 0.5, 64)
+  from mnet_jax import models
+  module = models.create("mobilenet_v3_small", 0.5, 1000, kernels="portable")
+  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32)))
+  step, variables = checkpoint.restore_variables(out, abstract)
+  assert step == 0
+  assert family_logits_difference(model, variables, "mobilenet_v3_small", 0.5, 64) <= LOGITS_TOLERANCE

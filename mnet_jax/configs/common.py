@@ -45,6 +45,10 @@ def base_config(alpha, resolution, recipe):
   config.seed = 0
 
   config.model = ml_collections.ConfigDict()
+  # The family (mnet_jax.models): mobilenet_v1, mobilenet_v2, mobilenet_v3_large or mobilenet_v3_small. variant,
+  # min_depth, activation, kernel_sizes and kernel_split are V1's; minimalistic is V3's (no SE, ReLU, 3x3).
+  config.model.name = "mobilenet_v1"
+  config.model.minimalistic = False
   config.model.stem_stride = 2
   config.model.activation = "relu6"
   config.model.dropout_rate = 0.001

@@ -11,19 +11,16 @@ code does, or 'exponential', group i of g getting C >> i channels and the last t
 depthwise conv with TF 'SAME' padding, the outputs concatenated.
 """
 
-import dataclasses
-import math
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mnet_jax.errors import ConfigError
+from mnet_jax.models.network import apply_layers
+from mnet_jax.models.spec import (  # noqa: F401 (check_* and MIN_RESOLUTION are imported from here elsewhere)
+    MIN_RESOLUTION, Layer, check_alpha, check_choice, check_positive_int, check_resolution)
 from mnet_jax.ops import resolve_kernels
-from mnet_jax.ops.batchnorm import ACTIVATION_UPPER, BatchNormAct
-from mnet_jax.ops.conv import full_conv
-from mnet_jax.ops.depthwise import mixed_depthwise_conv, resolve_impl
-from mnet_jax.ops.pointwise import pointwise_conv
+from mnet_jax.ops.batchnorm import ACTIVATION_UPPER
+from mnet_jax.ops.depthwise import resolve_impl
 
 # Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
 # (pointwise output channels, depthwise stride), global average pool, fully connected.
@@ -46,46 +43,6 @@ VARIANTS = ("standard", "shallow", "full_conv")
 KERNEL_SPLITS = ("equal", "exponential")
 ACTIVATIONS = tuple(ACTIVATION_UPPER)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-MIN_RESOLUTION = 32  # the network downsamples by 32
-
-
-@dataclasses.dataclass(frozen=True)
-class Layer:
-  """One weight layer. kind: 'conv' (full k x k), 'depthwise', 'pointwise' (1x1) or 'fc'.
-
-  A depthwise layer's `groups` are its (kernel size, channels) pairs in channel order, one for a vanilla depthwise
-  conv, several for MixConv; its `kernel_size` is the largest of them. Other kinds have no groups.
-  """
-
-  name: str
-  kind: str
-  kernel_size: int
-  stride: int
-  in_channels: int
-  out_channels: int
-  groups: tuple = ()
-
-
-def check_alpha(alpha):
-  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-    raise ConfigError(f"alpha={alpha!r} is not allowed: the width multiplier must be a finite number > 0")
-
-
-def check_resolution(resolution):
-  if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
-    raise ConfigError(
-        f"resolution={resolution!r} is not allowed: it must be an integer >= {MIN_RESOLUTION} "
-        "(MobileNet V1 downsamples by 32)")
-
-
-def check_choice(name, value, allowed):
-  if value not in allowed:
-    raise ConfigError(f"{name}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")
-
-
-def check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
 
 
 def scaled_channels(channels, alpha, min_depth):
@@ -157,40 +114,6 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
   return tuple(layers)
 
 
-class ConvBN(nn.Module):
-  """A conv layer of any kind (no bias), then BatchNorm and the activation (batchnorm.py); `kernels` is the resolved
-  kernel set and `depthwise_impl` the resolved depthwise implementation."""
-
-  layer: Layer
-  activation: str
-  bn_momentum: float
-  bn_epsilon: float
-  dtype: Any
-  kernels: str
-  depthwise_impl: str
-
-  @nn.compact
-  def __call__(self, x, train):
-    layer = self.layer
-    init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
-    if layer.kind == "depthwise":
-      # One kernel "kernel" of shape (k, k, 1, C) for a vanilla layer, else "kernel_0", "kernel_1", ... per group.
-      names = ["kernel"] if len(layer.groups) == 1 else [f"kernel_{i}" for i in range(len(layer.groups))]
-      group_kernels = [self.param(name, init, (k, k, 1, c), jnp.float32).astype(self.dtype)
-                       for name, (k, c) in zip(names, layer.groups)]
-      x = mixed_depthwise_conv(x, group_kernels, layer.stride, self.depthwise_impl)
-    else:
-      kernel = self.param(
-          "kernel", init, (layer.kernel_size, layer.kernel_size, layer.in_channels, layer.out_channels), jnp.float32)
-      kernel = kernel.astype(self.dtype)
-      if layer.kind == "pointwise":
-        x = pointwise_conv(x, kernel[0, 0], self.kernels)
-      else:
-        x = full_conv(x, kernel, layer.stride, self.kernels)
-    return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, self.kernels,
-                        name="bn")(x, train)
-
-
 class MobileNetV1(nn.Module):
   """MobileNet V1. Call with NHWC images (any resolution >= 32, 3 channels); returns float32 logits.
 
@@ -231,13 +154,16 @@ class MobileNetV1(nn.Module):
       raise ConfigError(f"images of shape {images.shape} are not allowed: expected (batch, height, width, 3)")
     for size in images.shape[1:3]:
       check_resolution(size)
-    dtype = DTYPES[self.dtype]
-    *convs, classifier = self.layers()
-    x = images.astype(dtype)
-    for layer in convs:
-      x = ConvBN(layer, self.activation, self.bn_momentum, self.bn_epsilon, dtype, kernels, depthwise_impl,
-                 name=layer.name)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(classifier.out_channels, dtype=dtype, param_dtype=jnp.float32, name=classifier.name)(x)
-    return x.astype(jnp.float32)
+    return apply_layers(self.layers(), images, train, activation=self.activation, dropout_rate=self.dropout_rate,
+                        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=DTYPES[self.dtype],
+                        kernels=kernels, depthwise_impl=depthwise_impl)
+
+
+def keras_names(layers):
+  """Our layer name -> its Keras layers (conv, BatchNorm; the classifier alone), in keras.applications.MobileNet."""
+  names = {"stem": ("conv1", "conv1_bn"), "classifier": ("conv_preds",)}
+  for layer in layers:
+    if layer.name.startswith("block"):
+      number, part = layer.name[len("block"):].split("_")
+      names[layer.name] = (f"conv_{part}_{number}", f"conv_{part}_{number}_bn")
+  return names

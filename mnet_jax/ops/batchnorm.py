@@ -1,4 +1,4 @@
-"""BatchNorm followed by the activation (ReLU or ReLU6), with nn.BatchNorm's variables and arithmetic.
+"""BatchNorm followed by the activation (ReLU, ReLU6, hard-swish or none), with nn.BatchNorm's variables and arithmetic.
 
 `BatchNormAct` holds the same variables under the same names as `flax.linen.BatchNorm` (params `scale`, `bias`;
 batch_stats `mean`, `var`), so checkpoints do not depend on how it computes. In training it normalises with the
@@ -8,7 +8,8 @@ Two forms compute the training step, one per kernel set (ops/__init__.py):
 - `batch_norm_act_reference` ('portable'): nn.BatchNorm's formulas in plain JAX, differentiated by autodiff.
 - `batch_norm_act_cpu` ('cpu'): the same forward and its hand-written gradient, with the per-channel sums (forward
   moments, backward sums) done by the C++ kernels of cpu_kernels.cc, one pass each; XLA:CPU writes out every
-  elementwise term it reduces and reads it back (docs/performance.md).
+  elementwise term it reduces and reads it back (docs/performance.md). Its gradient is written for the
+  clipping activations (ReLU, ReLU6); hard-swish and linear layers take the reference form in either set.
 """
 
 import functools
@@ -22,8 +23,10 @@ import numpy as np
 from jax import lax
 
 from mnet_jax.ops import cpu_kernels
+from mnet_jax.ops.activations import hard_swish
 
 ACTIVATION_UPPER = {"relu": math.inf, "relu6": 6.0}  # the activation is clip(z, 0, upper)
+ACTIVATIONS = ("relu", "relu6", "hard_swish", "linear")
 
 
 def per_channel(vector, ndim):
@@ -32,7 +35,7 @@ def per_channel(vector, ndim):
 
 
 def activation_fn(name):
-  return jax.nn.relu6 if name == "relu6" else jax.nn.relu
+  return {"relu": jax.nn.relu, "relu6": jax.nn.relu6, "hard_swish": hard_swish, "linear": lambda x: x}[name]
 
 
 def normalize_act(x, mean, rstd, scale, bias, activation, dtype):
@@ -113,7 +116,7 @@ batch_norm_act_cpu.defvjp(_cpu_forward_saving_inputs, _cpu_backward)
 
 def batch_norm_act(x, scale, bias, epsilon, activation, kernels):
   """Training-mode BatchNorm and activation, (y, batch mean, batch variance), in kernel set `kernels`'s form."""
-  form = batch_norm_act_cpu if kernels == "cpu" else batch_norm_act_reference
+  form = batch_norm_act_cpu if kernels == "cpu" and activation in ACTIVATION_UPPER else batch_norm_act_reference
   return form(x, scale, bias, epsilon, activation)
 
 
