@@ -34,7 +34,7 @@ def get_config(arg=None):
   return config
 
 
-def sweep(add):
+def sweep(add, arg):
 {cells}
 '''
 THREE_CELLS = "  add(alpha=0.25, resolution=32)\n  add(alpha=0.5, resolution=32)\n  add(alpha=0.25, resolution=40)"
