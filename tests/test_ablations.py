@@ -16,7 +16,7 @@ from mnet_jax.errors import ConfigError
 from mnet_jax.ops import cpu_kernels
 from mnet_jax.ops.depthwise import depthwise_xla, spatial_depthwise_conv
 from mnet_jax.ops.pointwise import channel_shuffle, grouped_pointwise_conv
-from sweeps import ablations, grid
+from sweeps import ablations, grid, markdown
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Table 1, written out again: (pointwise output channels, depthwise stride) of the 13 blocks.
@@ -201,3 +201,89 @@ def test_bad_input_is_one_line(args, message):
 def test_bad_module_options_raise_config_error():
   with pytest.raises(ConfigError, match="variant='full_conv' has no depthwise or pointwise layers"):
     models.layer_spec("mobilenet_v1", variant="full_conv", pointwise_groups=2)
+
+
+@pytest.mark.parametrize("data, resolution, classes", [("fashion_mnist", 56, 10), ("imagenet", 224, 1000)])
+def test_the_sweep_holds_grouped_cells_their_equal_mult_adds_twins_and_spatial_cells(data, resolution, classes):
+  sweep = grid.load(os.path.join(REPO, f"experiments/ablations.py:data={data}"))
+  cells = [(c.config.alpha, c.config.model.pointwise_groups, c.config.model.channel_shuffle,
+            c.config.model.depthwise_factorization) for c in sweep.cells]
+  assert {c.config.resolution for c in sweep.cells} == {resolution} and len(set(cells)) == len(cells) == 26
+  assert [c for c in cells if c[1] > 1] == [(a, g, s, "none") for a in (1.0, 0.25) for g in (2, 4, 8)
+                                           for s in (False, True)]
+  assert [c[0] for c in cells if c[3] == "spatial"] == [1.0, 0.75, 0.5, 0.25]
+  plain = {c[0] for c in cells if c[1:] == (1, False, "none")}
+  mult_adds = lambda alpha, groups=1: count_lib.count(alpha, resolution, num_classes=classes,
+                                                      pointwise_groups=groups)["mult_adds"]
+  for alpha in (1.0, 0.25):
+    for groups in (2, 4, 8):
+      target = mult_adds(alpha, groups)
+      twin = min(plain, key=lambda a: abs(mult_adds(a) - target))
+      assert abs(mult_adds(twin) / target - 1) < 0.02 and twin < alpha  # a narrower network, equal Mult-Adds
+      step = 0.001  # no alpha one step away is nearer
+      assert all(abs(mult_adds(twin) - target) <= abs(mult_adds(round(twin + d, 3)) - target) for d in (-step, step))
+
+
+def test_the_sweep_adds_students_with_a_teacher(tmp_path):
+  sweep = grid.load(os.path.join(REPO, f"experiments/ablations.py:data=fashion_mnist,teacher={tmp_path}"))
+  students = [c.config.alpha for c in sweep.cells if c.config.distill.teacher == str(tmp_path)]
+  assert students == [1.0, 0.75, 0.5, 0.25] and len(sweep.cells) == 30
+  with pytest.raises(ConfigError, match="is not a directory"):
+    grid.load(os.path.join(REPO, f"experiments/ablations.py:teacher={tmp_path / 'none'}"))
+
+
+def cell(alpha, top1, mult_adds, std=None, n=1, **model):
+  teacher = model.pop("teacher", None)
+  return {"config": {"alpha": alpha, "resolution": 56, "model": model, "distill": {"teacher": teacher}},
+          "alpha": alpha, "resolution": 56, "test_top1": top1, "test_top1_std": std, "n": n, "mult_adds": mult_adds,
+          "params": 1}
+
+
+def test_each_ablation_draws_its_own_cells_beside_the_plain_ones():
+  groups = [cell(1.0, 0.90, 1000), cell(0.55, 0.86, 300), cell(1.0, 0.87, 310, pointwise_groups=4),
+            cell(1.0, 0.88, 310, pointwise_groups=4, channel_shuffle=True),
+            cell(1.0, 0.89, 990, depthwise_factorization="spatial"), cell(0.55, 0.87, 300, teacher="/t")]
+  lines = ablations.group_curves(ablations.GROUPS, groups)
+  assert {k: [label for _, label, _ in line] for k, line in lines.items()} == {
+      "plain": ["α=0.55", "α=1"], "grouped": ["α=1 g=4"], "shuffle": ["α=1 g=4"]}
+  lines = ablations.group_curves(ablations.FACTORIZATION, groups)
+  assert {k: [label for _, label, _ in line] for k, line in lines.items()} == {
+      "none": ["α=0.55", "α=1"], "spatial": ["α=1"]}
+  lines = ablations.group_curves(ablations.DISTILL, groups)
+  assert {k: len(line) for k, line in lines.items()} == {"none": 2, "teacher": 1}
+  text = markdown.ablation_section(ablations.FACTORIZATION, ["model.depthwise_factorization"], groups,
+                                   "fashion_mnist")
+  assert text.count("\n| ") == 5  # the header, its rule, the two plain cells and the spatial one
+
+
+def test_the_lever_section_names_the_winner_at_each_level_against_the_seed_spread():
+  groups = [cell(1.0, 0.900, 1000, 0.002, 3), cell(0.55, 0.860, 300, 0.002, 3),
+            cell(1.0, 0.870, 310, 0.002, 3, pointwise_groups=4),
+            cell(1.0, 0.880, 310, 0.002, 3, pointwise_groups=4, channel_shuffle=True),
+            cell(1.0, 0.901, 990, 0.002, 3, depthwise_factorization="spatial")]
+  text = markdown.lever_section(groups)
+  rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+  assert rows[0].startswith("| 0.0 | α=0.55 | 86.00 ± 0.20 % | α=1 g=4 + shuffle | 88.00 ± 0.20 % | 2.00 | 0.33 | "
+                            "the lever wins |")
+  assert rows[1].endswith("| 0.10 | 0.33 | within the noise |")
+  assert markdown.lever_section(groups[:2]) is None  # no lever pulled
+
+
+@pytest.mark.slow
+def test_ablation_cells_on_fashion_mnist_end_to_end(tmp_path):
+  """A plain, a grouped + shuffled, its equal-Mult-Adds twin and a spatial cell at a tiny budget, then the report."""
+  workdir = tmp_path / "ablations"
+  tiny = ["--config.num_steps=2", "--config.batch_size=16", "--config.data.max_train_examples=64",
+          "--config.data.max_eval_examples=32", "--config.wandb.mode=disabled"]
+  for index in (3, 17, 18, 25):
+    result = subprocess.run([sys.executable, "-m", "sweeps.launch", "--config",
+                             "experiments/ablations.py:data=fashion_mnist,runlocal", "--workdir", str(workdir),
+                             "--cell", str(index), *tiny], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+  text = (workdir / "report.md").read_text()
+  for heading in ("## Grouped pointwise convs and channel shuffle", "## Spatially separable depthwise convs",
+                  "## Which lever wins at each Mult-Adds level"):
+    assert heading in text
+  for name in ("acc_vs_mult_adds_groups.png", "acc_vs_mult_adds_factorization.png"):
+    assert (workdir / name).stat().st_size > 0
+  assert "| α=0.25 |" in text.split("## Which lever wins")[1]  # the spatial cell beside the plain one
