@@ -1,8 +1,9 @@
 """Ablations: a few config fields whose groups the report draws as curves of top-1 against Mult-Adds, with a section
 of their own (sweeps.figures.ablation_plot, sweeps.markdown.ablation_section).
 
-An Ablation says which fields it studies, and for the values of those fields in a group: which curve the group is
-on, where along it and with what label. A new one is an Ablation in ABLATIONS: its fields, its `point` function
+An Ablation says which fields it studies, and for the values of those fields (and of CONTEXT: the cell's width,
+resolution and other levers) in a group: which curve the group is on, where along it and with what label, or None
+for a group that belongs to another ablation (it is left out of this one's figure and table). A new one is an Ablation in ABLATIONS: its fields, its `point` function
 and its curves' names; the report shows it for every sweep whose cells differ in one of its fields.
 """
 
@@ -25,7 +26,7 @@ class Curve:
 class Ablation:
   title: str  # the report section's heading
   fields: tuple  # dotted config fields; values are the config's (lists for tuples)
-  point: Callable  # {field: value} -> (curve key, order along the curve, label of the point)
+  point: Callable  # {field: value} -> (curve key, order along the curve, label of the point), or None
   curves: dict  # curve key -> Curve, in the order of the paper overlay
   plot: str  # file stem of the figure
   plot_title: str
