@@ -287,3 +287,13 @@ def test_ablation_cells_on_fashion_mnist_end_to_end(tmp_path):
   for name in ("acc_vs_mult_adds_groups.png", "acc_vs_mult_adds_factorization.png"):
     assert (workdir / name).stat().st_size > 0
   assert "| α=0.25 |" in text.split("## Which lever wins")[1]  # the spatial cell beside the plain one
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pointwise_groups": 2}, "pointwise_groups=2 (block2_pw) has no LiteRT export"),
+    ({"depthwise_factorization": "spatial"}, "depthwise_factorization='spatial' (block1_dw) has no LiteRT export")])
+def test_the_litert_export_refuses_the_new_layers_in_one_line(options, message):
+  from mnet_jax import export_tf
+  module = models.create("mobilenet_v1", 0.25, 10, kernels="portable", **options)
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    export_tf.tf_function(module, {}, 32)
