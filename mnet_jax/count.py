@@ -9,9 +9,13 @@ number of entries in the module's `params` collection.
   python -m mnet_jax.count --alpha 0.5 --resolution 160 [--variant shallow] [--json]
   python -m mnet_jax.count --model mobilenet_v3_large [--minimalistic] --alpha 0.75 --resolution 224
   python -m mnet_jax.count --kernel-sizes 3,5,7,9 [--kernel-split equal|exponential]  # MixConv depthwise layers
+  python -m mnet_jax.count --pointwise-groups 4 [--channel-shuffle] [--depthwise-factorization spatial]
   python -m mnet_jax.count --paper
 
 A depthwise layer with groups (k_i, C_i) counts sum_i k_i^2 * C_i weights, each applied at every output position.
+A grouped pointwise layer (g groups) counts C_in * C_out / g weights; a channel shuffle counts nothing. A spatially
+factorized k x k depthwise layer counts 2 k C weights: the k x 1 conv's k C at its ceil(H / s) x W outputs (it
+carries only the vertical stride), the 1 x k conv's k C at the ceil(H / s) x ceil(W / s) outputs.
 """
 
 import dataclasses
@@ -49,27 +53,38 @@ def count_layers(layers, resolution):
       counts.append(LayerCount(layer, size, size, weights, weights, weights + biases, biases))
       continue
     out_size = -(-size // layer.stride)
-    if layer.kind == "depthwise":
+    mult_adds = None
+    if layer.kind == "depthwise" and layer.factorization == "spatial":
+      (k, channels), = layer.groups
+      weights = 2 * k * channels
+      mult_adds = out_size * size * k * channels + out_size ** 2 * k * channels
+    elif layer.kind == "depthwise":
       weights = sum(k * k * channels for k, channels in layer.groups)
     else:
-      weights = layer.kernel_size ** 2 * layer.in_channels * layer.out_channels
-    counts.append(LayerCount(layer, size, out_size, out_size ** 2 * weights, weights, weights + 2 * layer.out_channels))
+      weights = layer.kernel_size ** 2 * layer.in_channels * layer.out_channels // layer.pointwise_groups
+    mult_adds = out_size ** 2 * weights if mult_adds is None else mult_adds
+    counts.append(LayerCount(layer, size, out_size, mult_adds, weights, weights + 2 * layer.out_channels))
     size = out_size
   return counts
 
 
 def count(alpha=1.0, resolution=224, variant="standard", num_classes=1000, min_depth=8, stem_stride=2,
-          kernel_sizes=(3,), kernel_split="equal", model="mobilenet_v1", minimalistic=False):
+          kernel_sizes=(3,), kernel_split="equal", model="mobilenet_v1", minimalistic=False, pointwise_groups=1,
+          channel_shuffle=False, depthwise_factorization="none"):
   """Totals for one model: mult_adds, params (paper convention), biases, trainable_params, and body_mult_adds (all
-  but the classifier). variant, min_depth, kernel_sizes and kernel_split are V1's; minimalistic is V3's."""
+  but the classifier). variant, min_depth, kernel_sizes, kernel_split, pointwise_groups, channel_shuffle and
+  depthwise_factorization are V1's; minimalistic is V3's."""
   options = models.model_options(model, variant=variant, min_depth=min_depth, kernel_sizes=kernel_sizes,
-                                 kernel_split=kernel_split, minimalistic=minimalistic)
+                                 kernel_split=kernel_split, minimalistic=minimalistic,
+                                 pointwise_groups=pointwise_groups, channel_shuffle=channel_shuffle,
+                                 depthwise_factorization=depthwise_factorization)
   layers = count_layers(models.layer_spec(model, alpha, num_classes, stem_stride=stem_stride, **options), resolution)
   mult_adds = sum(c.mult_adds for c in layers)
   return {
       "model": model, "alpha": alpha, "resolution": resolution, "variant": variant, "num_classes": num_classes,
       "kernel_sizes": list(kernel_sizes), "kernel_split": kernel_split, "minimalistic": minimalistic,
-      "mult_adds": mult_adds,
+      "pointwise_groups": pointwise_groups, "channel_shuffle": channel_shuffle,
+      "depthwise_factorization": depthwise_factorization, "mult_adds": mult_adds,
       "body_mult_adds": mult_adds - layers[-1].mult_adds,
       "params": sum(c.params for c in layers),
       "biases": sum(c.biases for c in layers),
@@ -89,8 +104,10 @@ def format_layer_table(totals):
       shape_in = f"{c.in_size}x{c.in_size}x{l.in_channels}"
       shape_out = f"{c.out_size}x{c.out_size}x{l.out_channels}"
     mixed = l.kind == "depthwise" and len(l.groups) > 1
-    kind = {"conv": f"conv {l.kernel_size}x{l.kernel_size}", "depthwise": "mixconv" if mixed else f"conv dw {l.kernel_size}x{l.kernel_size}",
-            "pointwise": "conv 1x1", "fc": "fc", "squeeze_excite": f"se {l.se_channels}"}[l.kind]
+    dw = f"dw {l.kernel_size}x1+1x{l.kernel_size}" if l.factorization else f"conv dw {l.kernel_size}x{l.kernel_size}"
+    pw = "conv 1x1" + (f" g{l.pointwise_groups}" if l.pointwise_groups > 1 else "") + (" +sh" if l.shuffle else "")
+    kind = {"conv": f"conv {l.kernel_size}x{l.kernel_size}", "depthwise": "mixconv" if mixed else dw,
+            "pointwise": pw, "fc": "fc", "squeeze_excite": f"se {l.se_channels}"}[l.kind]
     lines.append(f"{l.name:<16}{kind:<14}{l.stride:>6}  {shape_in:>16}  {shape_out:>16}  {c.mult_adds:>13,}  {c.params:>10,}")
     for k, channels in l.groups if mixed else ():  # one line per channel group
       lines.append(f"{'':<16}{'  dw ' + str(k) + 'x' + str(k):<14}{l.stride:>6}  {f'{c.in_size}x{c.in_size}x{channels}':>16}  "
@@ -276,6 +293,10 @@ def main(argv=None):
   parser.add_argument("--kernel-sizes", default="3",
                       help="depthwise kernel sizes, comma-separated: one (k x k) or several (MixConv groups)")
   parser.add_argument("--kernel-split", default="equal", help=f"MixConv channel split: {' or '.join(KERNEL_SPLITS)}")
+  parser.add_argument("--pointwise-groups", default="1", help="groups of the 1x1 convs of blocks 2-13 (V1)")
+  parser.add_argument("--channel-shuffle", action="store_true", help="shuffle the groups after each grouped 1x1")
+  parser.add_argument("--depthwise-factorization", default="none",
+                      help="'spatial': each k x k depthwise conv as k x 1 then 1 x k (V1)")
   parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
   parser.add_argument("--paper", action="store_true", help="print V1's Tables 2, 4, 5, 6, 7, 9, the MixConv points and the V2 and V3 "
                       "tables beside this code's counts")
@@ -286,7 +307,8 @@ def main(argv=None):
   totals = count(parse_alpha(args.alpha), parse_int("resolution", args.resolution), args.variant,
                  parse_int("num_classes", args.num_classes), parse_int("min_depth", args.min_depth),
                  parse_int("stem_stride", args.stem_stride), parse_kernel_sizes(args.kernel_sizes), args.kernel_split,
-                 args.model, args.minimalistic)
+                 args.model, args.minimalistic, parse_int("pointwise_groups", args.pointwise_groups),
+                 args.channel_shuffle, args.depthwise_factorization)
   if args.json:
     layers = [{**dataclasses.asdict(c.layer), **{k: v for k, v in dataclasses.asdict(c).items() if k != "layer"}}
               for c in totals["layers"]]

@@ -106,6 +106,12 @@ BUILDERS = {"conv": _conv, "depthwise": _depthwise, "pointwise": _pointwise, "fc
 
 def tf_function(model, variables, resolution):
   """A tf.function taking a float32 (1, resolution, resolution, 3) image batch, returning float32 logits."""
+  for layer in model.layers():  # the separable block's ablations (docs/ablations.md) have no TF twin yet
+    if layer.pointwise_groups > 1 or layer.factorization:
+      option = (f"pointwise_groups={layer.pointwise_groups}" if layer.pointwise_groups > 1 else
+                f"depthwise_factorization={layer.factorization!r}")
+      raise ConfigError(f"{option} ({layer.name}) has no LiteRT export; allowed: pointwise_groups=1, "
+                        "depthwise_factorization='none'")
   import tensorflow as tf
   layers = folded_layers(model, variables)
   act = _activation(tf, model.activation)

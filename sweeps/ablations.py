@@ -1,8 +1,9 @@
 """Ablations: a few config fields whose groups the report draws as curves of top-1 against Mult-Adds, with a section
 of their own (sweeps.figures.ablation_plot, sweeps.markdown.ablation_section).
 
-An Ablation says which fields it studies, and for the values of those fields in a group: which curve the group is
-on, where along it and with what label. A new one is an Ablation in ABLATIONS: its fields, its `point` function
+An Ablation says which fields it studies, and for the values of those fields (and of CONTEXT: the cell's width,
+resolution and other levers) in a group: which curve the group is on, where along it and with what label, or None
+for a group that belongs to another ablation (it is left out of this one's figure and table). A new one is an Ablation in ABLATIONS: its fields, its `point` function
 and its curves' names; the report shows it for every sweep whose cells differ in one of its fields.
 """
 
@@ -25,7 +26,7 @@ class Curve:
 class Ablation:
   title: str  # the report section's heading
   fields: tuple  # dotted config fields; values are the config's (lists for tuples)
-  point: Callable  # {field: value} -> (curve key, order along the curve, label of the point)
+  point: Callable  # {field: value} -> (curve key, order along the curve, label of the point), or None
   curves: dict  # curve key -> Curve, in the order of the paper overlay
   plot: str  # file stem of the figure
   plot_title: str
@@ -36,8 +37,21 @@ class Ablation:
   paper_summary: Optional[Callable] = None  # the paper's curves (curves() of paper_points) -> one sentence
 
 
+# Fields every point function also sees: where the cell sits on the grid and which other lever it pulls.
+CONTEXT = ("alpha", "resolution", "model.pointwise_groups", "model.channel_shuffle", "model.depthwise_factorization",
+           "distill.teacher", "model.kernel_sizes")
+
+
 def values_of(ablation, config):
-  return {dotted: results.flat_get(config, dotted) for dotted in ablation.fields}
+  return {dotted: results.flat_get(config, dotted) for dotted in (*ablation.fields, *CONTEXT)}
+
+
+def levers(values):
+  """The levers a cell pulls besides width and resolution, as {field: value} (empty for a plain cell)."""
+  defaults = {"model.pointwise_groups": 1, "model.channel_shuffle": False, "model.depthwise_factorization": "none",
+              "distill.teacher": None, "model.kernel_sizes": (3,)}
+  normal = lambda value: tuple(value) if isinstance(value, list) else value  # config.json holds tuples as lists
+  return {f: values[f] for f, d in defaults.items() if values.get(f) is not None and normal(values[f]) != d}
 
 
 def curves(ablation, records, values=lambda r: r["values"]):
@@ -45,7 +59,10 @@ def curves(ablation, records, values=lambda r: r["values"]):
   a record whose point joins other curves starts those that exist."""
   lines, joined = {}, []
   for record in records:
-    curve, order, label = ablation.point(values(record))
+    point = ablation.point(values(record))
+    if point is None:  # a cell of another ablation
+      continue
+    curve, order, label = point
     lines.setdefault(curve, []).append((order, label, record))
     joined += [(other, (order, label, record)) for other in ablation.joins((curve, order, label))]
   for other, item in joined:
@@ -122,4 +139,65 @@ KERNELS = Ablation(
     image_alt="accuracy vs Mult-Adds, kernel sizes (MixConv Figure 4)", smallest_best="larger kernels do not help here",
     paper_points=mixconv_points, paper_summary=mixconv_summary)
 
-ABLATIONS = (KERNELS,)
+# --- the separable block and distillation (experiments/ablations.py, experiments/distill.py) ---------------------
+
+def width_label(values):
+  return f"α={values.get('alpha'):g}"
+
+
+def grouped_point(values):
+  """Plain cells (any width) on one curve, grouped ones on one curve per shuffle setting, along Mult-Adds (alpha^2 / g
+  orders them as the pointwise convs dominate); None for a cell that pulls another lever."""
+  pulled = levers(values)
+  if set(pulled) - {"model.pointwise_groups", "model.channel_shuffle"}:
+    return None
+  groups = values.get("model.pointwise_groups") or 1
+  alpha = values.get("alpha") or 1.0
+  order = (alpha * alpha / groups, alpha)
+  if groups == 1:
+    return "plain", order, width_label(values)
+  return ("shuffle" if values.get("model.channel_shuffle") else "grouped"), order, f"{width_label(values)} g={groups}"
+
+
+GROUPS = Ablation(
+    title="Grouped pointwise convs and channel shuffle", fields=("model.pointwise_groups", "model.channel_shuffle"),
+    point=grouped_point,
+    curves={"plain": Curve("o-", "C0", "plain (narrower α)", "plain networks"),
+            "grouped": Curve("s-", "C3", "grouped 1x1", "grouped 1x1 convs"),
+            "shuffle": Curve("^--", "C2", "grouped 1x1 + shuffle", "grouped 1x1 convs with shuffle")},
+    plot="acc_vs_mult_adds_groups", plot_title="Accuracy vs Mult-Adds: grouped pointwise convs (ShuffleNet)",
+    image_alt="accuracy vs Mult-Adds, grouped pointwise convs", smallest_best="fewer Mult-Adds lose nothing here")
+
+
+def factorization_point(values):
+  pulled = levers(values)
+  if set(pulled) - {"model.depthwise_factorization"}:
+    return None
+  return pulled.get("model.depthwise_factorization", "none"), (values.get("alpha") or 1.0,), width_label(values)
+
+
+FACTORIZATION = Ablation(
+    title="Spatially separable depthwise convs", fields=("model.depthwise_factorization",),
+    point=factorization_point,
+    curves={"none": Curve("o-", "C0", "k x k depthwise", "k x k depthwise convs"),
+            "spatial": Curve("s--", "C3", "k x 1 then 1 x k", "spatially separable depthwise convs")},
+    plot="acc_vs_mult_adds_factorization", plot_title="Accuracy vs Mult-Adds: spatially separable depthwise convs",
+    image_alt="accuracy vs Mult-Adds, spatially separable depthwise", smallest_best="the narrowest network wins here")
+
+
+def distill_point(values):
+  pulled = levers(values)
+  if set(pulled) - {"distill.teacher"}:
+    return None
+  label = f"{width_label(values)} {values.get('resolution')}px"
+  return ("teacher" if pulled else "none"), (values.get("alpha") or 1.0, values.get("resolution") or 0), label
+
+
+DISTILL = Ablation(
+    title="Distillation", fields=("distill.teacher",), point=distill_point,
+    curves={"none": Curve("o-", "C0", "no teacher", "no teacher"),
+            "teacher": Curve("s--", "C3", "student of the teacher", "students of the teacher")},
+    plot="acc_vs_mult_adds_distill", plot_title="Accuracy vs Mult-Adds: distillation",
+    image_alt="accuracy vs Mult-Adds, distillation", smallest_best="the smallest student is the best here")
+
+ABLATIONS = (KERNELS, GROUPS, FACTORIZATION, DISTILL)

@@ -19,10 +19,11 @@ MIN_SECONDS = 1.0
 def num_classes_of(config, final):
   """The classifier's width, from the final record's parameter count (it grows by the FC's input width per class);
   cheaper than building the dataset again."""
-  from mnet_jax import count
-  one, two = [count.count(config.alpha, config.resolution, config.variant, k, config.model.min_depth,
-                          config.model.stem_stride, tuple(config.model.get("kernel_sizes", (3,))),
-                          config.model.get("kernel_split", "equal"))["params"] for k in (1, 2)]
+  from mnet_jax import count, models, workdir
+  # The layer spec of the config's own model (any family and option), with 1 and 2 classes.
+  one, two = [sum(c.params for c in count.count_layers(
+      models.layer_spec(workdir.model_name(config), config.alpha, k, **workdir.model_options(config)),
+      config.resolution)) for k in (1, 2)]
   return 1 + (final["params"] - one) // (two - one)
 
 

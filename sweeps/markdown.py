@@ -218,6 +218,8 @@ def ablation_section(ablation, fields, groups, dataset):
            "| " + " | ".join(fields) + " | n | Mult-Adds (M) | params (M) | test top-1 | paper top-1 (ImageNet) |",
            "| " + " | ".join("---" for _ in fields) + " | ---: | ---: | ---: | ---: | ---: |"]
   for group in sorted(groups, key=lambda g: g["mult_adds"]):
+    if ablation.point(ablations.values_of(ablation, group["config"])) is None:
+      continue  # a cell of another ablation
     values = " | ".join(str(results.flat_get(group["config"], d)) for d in fields)
     known = paper_top1.get(ablation.point(ablations.values_of(ablation, group["config"]))[:2])
     lines.append(f"| {values} | {group['n']} | {number(group['mult_adds'], 1e6, 1)} | "
@@ -230,6 +232,56 @@ def ablation_section(ablation, fields, groups, dataset):
     lines += ["", ablation.paper_summary(ablations.paper_curves(ablation)) +
               ("" if dataset == "imagenet2012" else " Its numbers are ImageNet's, for reference only.")]
   return "\n".join(lines + ["", f"![{ablation.image_alt}]({ablation.plot}.png)"])
+
+
+LEVEL_WIDTH = 0.05  # groups whose Mult-Adds are within 5 % of a plain group's share its Mult-Adds level
+
+
+def lever_words(group):
+  pulled = ablations.levers(ablations.values_of(ablations.GROUPS, group["config"]))
+  words = [f"α={group['alpha']:g}"]
+  if "model.pointwise_groups" in pulled:
+    words.append(f"g={pulled['model.pointwise_groups']}" + (" + shuffle" if "model.channel_shuffle" in pulled else ""))
+  if "model.depthwise_factorization" in pulled:
+    words.append(f"{pulled['model.depthwise_factorization']} depthwise")
+  if "distill.teacher" in pulled:
+    words.append("distilled")
+  if "model.kernel_sizes" in pulled:
+    words.append(f"kernels {pulled['model.kernel_sizes']}")
+  return " ".join(words)
+
+
+def lever_section(groups):
+  """At each plain group's Mult-Adds (same resolution), the groups that pull a lever within LEVEL_WIDTH of it: which
+  wins and by how much against the seed spread (twice the standard error of the difference of the two means); None
+  when no group pulls a lever."""
+  finished = [g for g in groups if g["n"] and g["mult_adds"] and g["test_top1"] is not None and g["config"]]
+  pulls = lambda g: bool(ablations.levers(ablations.values_of(ablations.GROUPS, g["config"])))
+  plain = sorted((g for g in finished if not pulls(g)), key=lambda g: g["mult_adds"])
+  pulled = [g for g in finished if pulls(g)]
+  if not plain or not pulled:
+    return None
+  lines = ["At each plain network's Mult-Adds (and resolution), the cells that pull a lever within "
+           f"{LEVEL_WIDTH:.0%} of them; the margin is the winner's top-1 minus the plain network's, against twice the "
+           "standard error of that difference over the seeds.", "",
+           "| Mult-Adds (M) | plain | its top-1 | best lever | its top-1 | margin (points) | noise (points) | verdict |",
+           "| ---: | --- | ---: | --- | ---: | ---: | ---: | --- |"]
+  for base in plain:
+    rivals = [g for g in pulled if g["resolution"] == base["resolution"]
+              and abs(g["mult_adds"] / base["mult_adds"] - 1) <= LEVEL_WIDTH]
+    if not rivals:
+      continue
+    best = max(rivals, key=lambda g: g["test_top1"])
+    margin = best["test_top1"] - base["test_top1"]
+    if base["n"] > 1 and best["n"] > 1:
+      noise = 2 * (base["test_top1_std"] ** 2 / base["n"] + best["test_top1_std"] ** 2 / best["n"]) ** 0.5
+      verdict = ("the lever wins" if margin > noise else "plain wins" if -margin > noise else "within the noise")
+      noise_text = number(noise, 0.01)
+    else:
+      noise_text, verdict = "–", ("the lever wins" if margin > 0 else "plain wins") + " (one seed: no spread)"
+    lines.append(f"| {number(base['mult_adds'], 1e6, 1)} | {lever_words(base)} | {top1_text(base)} | "
+                 f"{lever_words(best)} | {top1_text(best)} | {number(margin, 0.01)} | {noise_text} | {verdict} |")
+  return "\n".join(lines) if len(lines) > 4 else None
 
 
 def report(workdir, rows, dataset, sections=()):
@@ -251,6 +303,7 @@ def report(workdir, rows, dataset, sections=()):
   if note:
     lines += ["", f"Latency: {note}, one cell at a time after the cells trained "
               f"(`python -m sweeps.report --workdir {workdir} --latency` measures it again)."]
-  for heading, text in sections:
+  levels = lever_section(results.groups_of(rows))
+  for heading, text in [*sections, *([("Which lever wins at each Mult-Adds level", levels)] if levels else [])]:
     lines += ["", f"## {heading}", "", text]
   return "\n".join(lines) + "\n"

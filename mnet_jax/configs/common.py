@@ -46,7 +46,8 @@ def base_config(alpha, resolution, recipe):
 
   config.model = ml_collections.ConfigDict()
   # The family (mnet_jax.models): mobilenet_v1, mobilenet_v2, mobilenet_v3_large or mobilenet_v3_small. variant,
-  # min_depth, activation, kernel_sizes and kernel_split are V1's; minimalistic is V3's (no SE, ReLU, 3x3).
+  # min_depth, activation, kernel_sizes, kernel_split, pointwise_groups, channel_shuffle and depthwise_factorization
+  # are V1's; minimalistic is V3's (no SE, ReLU, 3x3).
   config.model.name = "mobilenet_v1"
   config.model.minimalistic = False
   config.model.stem_stride = 2
@@ -60,6 +61,11 @@ def base_config(alpha, resolution, recipe):
   config.model.depthwise_impl = config_dict.placeholder(str)  # None: the kernel set's; others for ablations
   config.model.kernel_sizes = (3,)  # depthwise kernel sizes: (k,) for k x k, several for MixConv groups
   config.model.kernel_split = "equal"  # MixConv's channel split: equal or exponential
+  # The separable block's ablations (docs/ablations.md): grouped 1x1 convs in blocks 2-13, ShuffleNet's channel
+  # shuffle after them, and 'spatial' (k x 1 then 1 x k) depthwise convs.
+  config.model.pointwise_groups = 1
+  config.model.channel_shuffle = False
+  config.model.depthwise_factorization = "none"
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "imagenet2012"

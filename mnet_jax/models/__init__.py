@@ -68,7 +68,8 @@ def layer_spec(name, alpha=1.0, num_classes=1000, **options):
 
 # Options one family or another takes, with the value that means "not used" to the others.
 FAMILY_OPTIONS = {"variant": "standard", "min_depth": 8, "kernel_sizes": (3,), "kernel_split": "equal",
-                  "activation": "relu6", "minimalistic": False}
+                  "activation": "relu6", "minimalistic": False, "pointwise_groups": 1,
+                  "channel_shuffle": False, "depthwise_factorization": "none"}
 
 
 def model_options(name, **given):

@@ -9,7 +9,15 @@ every block (3 is the paper's); several sizes give a MixConv layer in every bloc
 contiguous groups in the order given (`kernel_split`: 'equal', the remainder to the first group as the reference
 code does, or 'exponential', group i of g getting C >> i channels and the last the rest), each group its own
 depthwise conv with TF 'SAME' padding, the outputs concatenated.
+
+Ablations of the separable block (docs/ablations.md): `pointwise_groups=g` makes every pointwise conv but block 1's
+a grouped 1x1 conv with g groups (ShuffleNet, Zhang et al. 2017, arXiv:1707.01083, leaves its first 1x1 whole);
+`channel_shuffle` shuffles the g groups after each grouped 1x1 that a depthwise conv follows (blocks 2-12);
+`depthwise_factorization='spatial'` makes each k x k depthwise conv a k x 1 one (vertical stride) then a 1 x k one
+(horizontal stride), BatchNorm and activation once after the pair.
 """
+
+import dataclasses
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -41,6 +49,7 @@ SHALLOW_REMOVED_BLOCKS = (7, 8, 9, 10, 11)  # Table 5's "Shallow MobileNet" drop
 
 VARIANTS = ("standard", "shallow", "full_conv")
 KERNEL_SPLITS = ("equal", "exponential")
+FACTORIZATIONS = ("none", "spatial")
 ACTIVATIONS = tuple(ACTIVATION_UPPER)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -83,9 +92,22 @@ def depthwise_groups(name, channels, kernel_sizes, split):
   return groups
 
 
+def check_pointwise_groups(layers, groups, channel_shuffle):
+  """The grouped layers' channels must split into `groups` equal parts; a shuffle needs groups > 1."""
+  if channel_shuffle and groups == 1:
+    raise ConfigError("channel_shuffle=True is not allowed with pointwise_groups=1 (one group has nothing to "
+                      "shuffle); allowed: pointwise_groups > 1, or channel_shuffle=False")
+  for layer in layers:
+    if layer.pointwise_groups > 1 and (layer.in_channels % groups or layer.out_channels % groups):
+      raise ConfigError(f"pointwise_groups={groups} does not divide {layer.name}'s channels ({layer.in_channels} in, "
+                        f"{layer.out_channels} out); allowed: a common divisor of every grouped layer's channels, "
+                        f"or another alpha")
+
+
 def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, stem_stride=2, kernel_sizes=(3,),
-                 kernel_split="equal"):
-  """Table 1 as a tuple of Layers, with channels scaled by alpha (TF-Slim's max(int(d*alpha), min_depth))."""
+                 kernel_split="equal", pointwise_groups=1, channel_shuffle=False, depthwise_factorization="none"):
+  """Table 1 as a tuple of Layers, with channels scaled by alpha (TF-Slim's max(int(d*alpha), min_depth)); the
+  pointwise groups, channel shuffle and depthwise factorization of the module docstring."""
   check_alpha(alpha)
   check_choice("variant", variant, VARIANTS)
   check_positive_int("num_classes", num_classes)
@@ -96,6 +118,16 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
   if variant == "full_conv" and kernel_sizes != (3,):
     raise ConfigError(f"kernel_sizes={kernel_sizes!r} is not allowed with variant='full_conv' (it has no depthwise "
                       "layers); allowed: (3,)")
+  check_choice("depthwise_factorization", depthwise_factorization, FACTORIZATIONS)
+  check_positive_int("pointwise_groups", pointwise_groups)
+  check_choice("channel_shuffle", channel_shuffle, (False, True))
+  if variant == "full_conv" and (depthwise_factorization != "none" or pointwise_groups != 1):
+    raise ConfigError(f"variant='full_conv' has no depthwise or pointwise layers; allowed with it: "
+                      f"pointwise_groups=1 and depthwise_factorization='none'")
+  if depthwise_factorization == "spatial" and len(kernel_sizes) > 1:
+    raise ConfigError(f"depthwise_factorization='spatial' takes one kernel size, not kernel_sizes={kernel_sizes!r}; "
+                      "allowed: e.g. (3,)")
+  factorization = "" if depthwise_factorization == "none" else depthwise_factorization
   channels = scaled_channels(STEM_CHANNELS, alpha, min_depth)
   layers = [Layer("stem", "conv", 3, stem_stride, 3, channels)]
   for number, (depth, stride) in enumerate(BLOCKS, start=1):
@@ -107,9 +139,15 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
     else:
       name = f"block{number}_dw"
       layers.append(Layer(name, "depthwise", max(kernel_sizes), stride, channels, channels,
-                          depthwise_groups(name, channels, kernel_sizes, kernel_split)))
-      layers.append(Layer(f"block{number}_pw", "pointwise", 1, 1, channels, out_channels))
+                          depthwise_groups(name, channels, kernel_sizes, kernel_split), factorization=factorization))
+      groups = pointwise_groups if number > 1 else 1
+      layers.append(Layer(f"block{number}_pw", "pointwise", 1, 1, channels, out_channels, pointwise_groups=groups,
+                          shuffle=channel_shuffle and groups > 1))
     channels = out_channels
+  # A shuffle only where a depthwise conv follows: before the pooling it would mix nothing.
+  last_pw = max(i for i, layer in enumerate(layers) if layer.kind in ("pointwise", "conv"))
+  layers[last_pw] = dataclasses.replace(layers[last_pw], shuffle=False)
+  check_pointwise_groups(layers, pointwise_groups, channel_shuffle)
   layers.append(Layer("classifier", "fc", 1, 1, channels, num_classes))
   return tuple(layers)
 
@@ -137,10 +175,14 @@ class MobileNetV1(nn.Module):
   depthwise_impl: str = "auto"
   kernel_sizes: tuple = (3,)  # depthwise kernel sizes: one for a vanilla k x k, several for MixConv
   kernel_split: str = "equal"  # MixConv's channel split: equal or exponential
+  pointwise_groups: int = 1  # grouped 1x1 convs in blocks 2-13
+  channel_shuffle: bool = False  # shuffle the groups after each grouped 1x1 before a depthwise conv
+  depthwise_factorization: str = "none"  # 'spatial': k x 1 then 1 x k depthwise convs
 
   def layers(self):
     return architecture(self.alpha, self.variant, self.num_classes, self.min_depth, self.stem_stride,
-                        self.kernel_sizes, self.kernel_split)
+                        self.kernel_sizes, self.kernel_split, self.pointwise_groups, self.channel_shuffle,
+                        self.depthwise_factorization)
 
   @nn.compact
   def __call__(self, images, train=False):

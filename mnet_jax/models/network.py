@@ -14,14 +14,15 @@ from mnet_jax.models.spec import check_choice, check_resolution
 from mnet_jax.ops import resolve_kernels
 from mnet_jax.ops.batchnorm import BatchNormAct, activation_fn
 from mnet_jax.ops.conv import full_conv
-from mnet_jax.ops.depthwise import mixed_depthwise_conv, resolve_impl
-from mnet_jax.ops.pointwise import pointwise_conv
+from mnet_jax.ops.depthwise import mixed_depthwise_conv, resolve_impl, spatial_depthwise_conv
+from mnet_jax.ops.pointwise import channel_shuffle, grouped_pointwise_conv
 from mnet_jax.ops.activations import hard_sigmoid
 
 
 class ConvBN(nn.Module):
-  """A conv layer of any kind (no bias), then BatchNorm and the activation (batchnorm.py); `kernels` is the resolved
-  kernel set and `depthwise_impl` the resolved depthwise implementation."""
+  """A conv layer of any kind (no bias), then BatchNorm and the activation (batchnorm.py), then the channel shuffle
+  where the layer has one; `kernels` is the resolved kernel set and `depthwise_impl` the resolved depthwise
+  implementation. A spatially factorized depthwise layer holds `kernel_v` (k, 1, 1, C) and `kernel_h` (1, k, 1, C)."""
 
   layer: Any
   activation: str
@@ -35,22 +36,30 @@ class ConvBN(nn.Module):
   def __call__(self, x, train):
     layer = self.layer
     init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
-    if layer.kind == "depthwise":
+    if layer.kind == "depthwise" and layer.factorization == "spatial":
+      (k, c), = layer.groups
+      kernel_v = self.param("kernel_v", init, (k, 1, 1, c), jnp.float32).astype(self.dtype)
+      kernel_h = self.param("kernel_h", init, (1, k, 1, c), jnp.float32).astype(self.dtype)
+      x = spatial_depthwise_conv(x, kernel_v, kernel_h, layer.stride, self.depthwise_impl)
+    elif layer.kind == "depthwise":
       # One kernel "kernel" of shape (k, k, 1, C) for a vanilla layer, else "kernel_0", "kernel_1", ... per group.
       names = ["kernel"] if len(layer.groups) == 1 else [f"kernel_{i}" for i in range(len(layer.groups))]
       group_kernels = [self.param(name, init, (k, k, 1, c), jnp.float32).astype(self.dtype)
                        for name, (k, c) in zip(names, layer.groups)]
       x = mixed_depthwise_conv(x, group_kernels, layer.stride, self.depthwise_impl)
     else:
-      kernel = self.param(
-          "kernel", init, (layer.kernel_size, layer.kernel_size, layer.in_channels, layer.out_channels), jnp.float32)
+      # A grouped 1x1 conv's kernel is (1, 1, C_in / g, C_out), as a conv with feature_group_count=g holds it.
+      groups = layer.pointwise_groups
+      kernel = self.param("kernel", init, (layer.kernel_size, layer.kernel_size, layer.in_channels // groups,
+                                           layer.out_channels), jnp.float32)
       kernel = kernel.astype(self.dtype)
       if layer.kind == "pointwise":
-        x = pointwise_conv(x, kernel[0, 0], self.kernels)
+        x = grouped_pointwise_conv(x, kernel[0, 0], groups, self.kernels)
       else:
         x = full_conv(x, kernel, layer.stride, self.kernels)
-    return BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, self.kernels,
-                        name="bn")(x, train)
+    x = BatchNormAct(self.activation, self.bn_momentum, self.bn_epsilon, self.dtype, self.kernels,
+                     name="bn")(x, train)
+    return channel_shuffle(x, layer.pointwise_groups) if layer.shuffle else x
 
 
 class SqueezeExcite(nn.Module):

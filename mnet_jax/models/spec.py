@@ -25,6 +25,11 @@ class Layer:
   conv, several for MixConv; its `kernel_size` is the largest of them. Other kinds have no groups.
   conv, depthwise and pointwise layers have no bias and are followed by BatchNorm and `activation`.
   `residual_from` names an earlier layer whose input is added to this layer's output (an inverted residual).
+  A pointwise layer with `pointwise_groups` g > 1 is a grouped 1x1 conv (input and output channels in g contiguous
+  groups, group i's outputs read group i's inputs: C_in * C_out / g weights); `shuffle` permutes its output's g
+  groups after the activation (ShuffleNet's channel shuffle: channel i * C/g + j goes to j * g + i).
+  A depthwise layer with `factorization` 'spatial' is a k x 1 depthwise conv carrying the vertical stride, then a
+  1 x k one carrying the horizontal stride, with one BatchNorm and activation after the pair.
   A 'squeeze_excite' layer (in = out channels) pools, 1x1 conv to `se_channels` + ReLU, 1x1 conv back +
   hard-sigmoid, and scales its input by the result; both convs have biases.
   """
@@ -39,6 +44,9 @@ class Layer:
   activation: str = ""
   residual_from: str = ""
   se_channels: int = 0
+  pointwise_groups: int = 1
+  shuffle: bool = False
+  factorization: str = ""
 
 
 def check_alpha(alpha):

@@ -17,6 +17,10 @@ feature_group_count=C), so parameters and checkpoints do not depend on the choic
   are there for ablations (`config.model.depthwise_impl`) and tests.
 
 XLA:CPU lowers grouped convolutions, and their transposes, to slow generic loops; see docs/performance.md.
+
+`spatial_depthwise_conv` is the spatially separable form (a k x 1 depthwise conv with the vertical stride, then a
+1 x k one with the horizontal stride): XLA's grouped convolution for `xla`, k shifted multiply-adds each (autodiff
+gradient) for every other implementation.
 """
 
 import functools
@@ -164,6 +168,36 @@ def _cpu_kernel_backward(stride, height, width, residuals, grad):
 
 
 _depthwise_cpu_kernel.defvjp(_cpu_kernel_forward, _cpu_kernel_backward)
+
+def depthwise_rect_xla(x, kernel, strides):
+  """A depthwise conv with a kh x kw kernel (kh, kw, 1, C) and strides (vertical, horizontal), TF 'SAME' padding."""
+  return lax.conv_general_dilated(x, kernel, window_strides=strides, padding="SAME",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
+
+
+def depthwise_rect_shifted(x, kernel, strides):
+  """`depthwise_rect_xla` as kh * kw shifted, strided slices of the padded input scaled per channel and summed
+  (accumulated in float32)."""
+  n, h, w, c = x.shape
+  kh, kw = kernel.shape[:2]
+  (sh, sw), out_h, out_w = strides, -(-h // strides[0]), -(-w // strides[1])
+  padded = jnp.pad(x, ((0, 0), same_padding(h, kh, sh), same_padding(w, kw, sw), (0, 0)))
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      window = lax.slice(padded, (0, i, j, 0), (n, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c),
+                         (1, sh, sw, 1))
+      term = window.astype(jnp.float32) * kernel[i, j, 0].astype(jnp.float32)[None, None, None, :]
+      out = term if out is None else out + term
+  return out.astype(x.dtype)
+
+
+def spatial_depthwise_conv(x, kernel_v, kernel_h, stride, impl):
+  """x convolved with kernel_v (k, 1, 1, C) at stride (stride, 1), then with kernel_h (1, k, 1, C) at (1, stride);
+  `impl` 'xla' takes XLA's grouped convolution, any other the shifted multiply-adds."""
+  form = depthwise_rect_xla if impl == "xla" else depthwise_rect_shifted
+  return form(form(x, kernel_v, (stride, 1)), kernel_h, (1, stride))
+
 
 IMPLEMENTATIONS = {"xla": depthwise_xla, "shifted": depthwise_shifted, "shifted_vjp": depthwise_shifted_vjp,
                    "cpu_kernel": depthwise_cpu_kernel}

@@ -36,3 +36,33 @@ def _backward(saved, grad):
 
 
 _pointwise_conv_cpu.defvjp(_forward, _backward)
+
+
+def grouped_pointwise_conv(x, kernel, groups, kernels):
+  """x (..., C_in) by a grouped 1x1 conv, kernel (C_in / groups, C_out) in the feature_group_count layout: output
+  group i (C_out / groups contiguous channels) reads input group i. 'portable': XLA's grouped convolution; 'cpu': a
+  batched matmul over the groups, which XLA:CPU runs as one dot per group (docs/ablations.md#speed)."""
+  if groups == 1:
+    return pointwise_conv(x, kernel, kernels)
+  if kernels == "cpu":
+    return grouped_matmul(x, kernel, groups)
+  rows = x.reshape(-1, 1, 1, x.shape[-1])
+  out = lax.conv_general_dilated(rows, kernel[None, None], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                 feature_group_count=groups)
+  return out.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def grouped_matmul(x, kernel, groups):
+  """The grouped 1x1 conv as a batched matmul: (rows, g, C_in/g) by (g, C_in/g, C_out/g)."""
+  per_in, out_channels = kernel.shape
+  blocks = kernel.reshape(per_in, groups, out_channels // groups).transpose(1, 0, 2)
+  rows = x.reshape(-1, groups, per_in)
+  out = lax.dot_general(rows, blocks, (((2,), (1,)), ((1,), (0,))))  # (g, rows, C_out/g)
+  return out.transpose(1, 0, 2).reshape(*x.shape[:-1], out_channels)
+
+
+def channel_shuffle(x, groups):
+  """ShuffleNet's channel shuffle: the g groups of C/g contiguous channels interleaved (channel i * C/g + j of the
+  input is channel j * g + i of the output); a permutation, no arithmetic."""
+  *lead, channels = x.shape
+  return x.reshape(*lead, groups, channels // groups).swapaxes(-1, -2).reshape(*lead, channels)
