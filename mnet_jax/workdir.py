@@ -60,11 +60,29 @@ def config_json(config):
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 
 
+# Config fields added after runs were made, with the value that means what such a run did: a config.json without
+# them reads as if it held these.
+ADDED_FIELDS = {
+    "model": {"name": "mobilenet_v1", "minimalistic": False, "pointwise_groups": 1, "channel_shuffle": False,
+              "depthwise_factorization": "none"},
+    "distill": {"teacher": None, "temperature": 4.0, "weight": 0.5, "teacher_checksum": None},
+}
+
+
+def with_added_fields(fields):
+  """A config.json's fields with ADDED_FIELDS filled in where they are missing."""
+  for section, defaults in ADDED_FIELDS.items():
+    present = fields.setdefault(section, {})
+    for key, value in defaults.items():
+      present.setdefault(key, value)
+  return fields
+
+
 def load_config(workdir):
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      return ml_collections.ConfigDict(with_added_fields(json.load(f)))
   except (OSError, ValueError) as e:
     raise ConfigError(f"cannot read the run's config {path!r}: {e}") from None
 
@@ -84,7 +102,7 @@ def write_config(config, workdir):
   text = config_json(config)
   if os.path.exists(path) and has_run(workdir):
     with open(path) as f:
-      old = json.load(f)
+      old = with_added_fields(json.load(f))
     new = json.loads(text)
     for fields in (old, new):
       fields.pop("wandb", None), fields.get("model", {}).pop("kernels", None)

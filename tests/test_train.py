@@ -89,6 +89,26 @@ def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
     workdir.write_config(tiny_config(alpha=0.5), str(tmp_path))
 
 
+def test_a_run_from_before_the_added_fields_resumes_with_their_defaults(tmp_path):
+  """A config.json written before model.name, the V1 ablation fields and distill existed holds the same run as one
+  with their defaults; one whose value differs from the default is still refused."""
+  workdir.write_config(tiny_config(), str(tmp_path))
+  fields = json.loads((tmp_path / "config.json").read_text())
+  for section, added in workdir.ADDED_FIELDS.items():
+    for key in added:
+      fields[section].pop(key)
+  fields.pop("distill")
+  (tmp_path / "config.json").write_text(json.dumps(fields))
+  (tmp_path / "metrics.jsonl").write_text("")  # a run has started
+  workdir.write_config(tiny_config(), str(tmp_path))
+  assert workdir.load_config(str(tmp_path)).model.name == "mobilenet_v1"
+  (tmp_path / "config.json").write_text(json.dumps(fields))
+  changed = tiny_config()
+  changed.model.pointwise_groups = 2
+  with pytest.raises(ConfigError, match="different config.*model"):
+    workdir.write_config(changed, str(tmp_path))
+
+
 def test_a_workdir_without_a_run_takes_a_new_config(tmp_path):
   """A run refused before it started (no checkpoint, no metrics) does not hold its workdir."""
   workdir.write_config(tiny_config(), str(tmp_path))
