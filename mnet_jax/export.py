@@ -62,14 +62,19 @@ def check_options(weights, calibration_images, threads, min_runs=MIN_RUNS, min_s
   if isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float)) or not min_seconds >= 0:
     raise ConfigError(f"--min-seconds {min_seconds!r} is not allowed: it must be a number >= 0")
 
+EXPORTED_FAMILIES = ("mobilenet_v1",)  # export_tf.py builds V1's layer kinds and activations only
+
 
 def restore(workdir):
   """(config, step, variables as numpy, final record or None) of a workdir ready to export; a ConfigError for one
-  that is not (no config, an unfinished run, no readable checkpoint)."""
+  that is not (no config, a family the exporter has no builders for, an unfinished run, no readable checkpoint)."""
   import jax
   from mnet_jax import checkpoint, metrics
-  from mnet_jax.workdir import load_config
+  from mnet_jax.workdir import load_config, model_name
   config = load_config(workdir)
+  if model_name(config) not in EXPORTED_FAMILIES:
+    raise ConfigError(f"model name={model_name(config)!r} has no LiteRT export (its layers have no TF builders in "
+                      f"mnet_jax/export_tf.py); allowed: {', '.join(EXPORTED_FAMILIES)}")
   final = metrics.final_metrics(workdir)
   if final is None and metrics.read_metrics(workdir):
     raise ConfigError(f"the run in {workdir!r} is unfinished (metrics.jsonl has no final record); finish it with "

@@ -220,3 +220,15 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, trained, tmp_path):
     assert (workdir / "export").read_text() == "a file where the export directory goes"
   else:
     assert not (workdir / "export").exists() or os.listdir(workdir / "export") == []
+
+
+def test_a_family_without_tf_builders_is_refused_in_one_line(tmp_path):
+  from mnet_jax import workdir as workdir_lib
+  from mnet_jax.configs import fashion_mnist
+  config = fashion_mnist.get_config("alpha=0.5,resolution=32")
+  config.model.name = "mobilenet_v3_small"
+  (tmp_path / "config.json").write_text(workdir_lib.config_json(config))
+  result = run("mnet_jax.export", "--workdir", str(tmp_path), check=False)
+  assert result.returncode != 0 and "Traceback" not in result.stderr and not (tmp_path / "export").exists()
+  last = result.stderr.strip().splitlines()[-1]  # TensorFlow's start-up warnings may come first
+  assert last.startswith("error: model name='mobilenet_v3_small' has no LiteRT export"), result.stderr[-2000:]
