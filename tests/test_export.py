@@ -232,3 +232,17 @@ def test_a_family_without_tf_builders_is_refused_in_one_line(tmp_path):
   assert result.returncode != 0 and "Traceback" not in result.stderr and not (tmp_path / "export").exists()
   last = result.stderr.strip().splitlines()[-1]  # TensorFlow's start-up warnings may come first
   assert last.startswith("error: model name='mobilenet_v3_small' has no LiteRT export"), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name,options", [("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
+                                          ("mobilenet_v3_small", {"minimalistic": True})])
+def test_folded_twin_matches_jax_for_v2_and_v3(name, options):
+  """The TF twin of V2/V3 (residual adds, squeeze-excite, hard-swish, linear projections, biased head fc), converted
+  to LiteRT float32, gives the JAX model's logits."""
+  from mnet_jax import models
+  model = models.create(name, 0.35, 10, kernels="portable", **options)
+  variables = random_variables(model, 32)
+  model_bytes = to_tflite(model, variables, 32)
+  images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+  logits = export_litert.Predictor(model_bytes, 4)(images)
+  assert np.max(np.abs(logits - np.asarray(model.apply(variables, images)))) <= 1e-4
