@@ -5,7 +5,8 @@ per layer kind (`BUILDERS`: V1's convs and classifier; V2/V3's squeeze-excite, r
 activations, V3's biased head fc): a new kind of layer is one more builder. Each conv layer's BatchNorm is folded into
 its kernel and a bias in float64 (w * scale / sqrt(var + eps), bias - mean * scale / sqrt(var + eps)), and the
 activation follows the biased conv directly, so TFLite's converter fuses both into one CONV_2D or
-DEPTHWISE_CONV_2D: the op list is that of TFLite's own MobileNets (conv, depthwise conv, mean, fully connected).
+DEPTHWISE_CONV_2D: the op list is that of TFLite's own MobileNets (conv, depthwise conv, mean, fully connected;
+V2/V3 add ADD for residuals and MUL/ADD/RELU6 for hard-swish and squeeze-excite's gate).
 
 jax2tf was tried first: its native serialization is deprecated, and converting its XlaCallModule to TFLite fails
 on this codebase's pointwise dot ('tfl.batch_matmul' op found invalid output rank); its depthwise forms (shifted

@@ -222,17 +222,17 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, trained, tmp_path):
     assert not (workdir / "export").exists() or os.listdir(workdir / "export") == []
 
 
-def test_a_family_without_tf_builders_is_refused_in_one_line(tmp_path):
-  from mnet_jax import workdir as workdir_lib
-  from mnet_jax.configs import fashion_mnist
-  config = fashion_mnist.get_config("alpha=0.5,resolution=32")
-  config.model.name = "mobilenet_v3_small"
-  (tmp_path / "config.json").write_text(workdir_lib.config_json(config))
-  result = run("mnet_jax.export", "--workdir", str(tmp_path), check=False)
-  assert result.returncode != 0 and "Traceback" not in result.stderr and not (tmp_path / "export").exists()
-  last = result.stderr.strip().splitlines()[-1]  # TensorFlow's start-up warnings may come first
-  assert last.startswith("error: model name='mobilenet_v3_small' has no LiteRT export"), result.stderr[-2000:]
 
+@pytest.mark.slow
+def test_a_v3_run_exports_and_its_record_names_the_family(tmp_path):
+  """A tiny MobileNet V3 Small run through `mnet_jax.export`: float32 LiteRT agrees with JAX, export.json names it."""
+  workdir = tmp_path / "v3"
+  run("mnet_jax.main", "--config", "mnet_jax/configs/fashion_mnist.py:runlocal", "--config.num_steps=2",
+      "--config.model.name=mobilenet_v3_small", "--workdir", str(workdir))
+  run("mnet_jax.export", "--workdir", str(workdir), "--threads", "1", "--min-runs", "5", "--min-seconds", "0")
+  record = json.loads((workdir / "export" / "export.json").read_text())
+  assert record["model"]["family"] == "mobilenet_v3_small" and record["model"]["minimalistic"] is False
+  assert "kernel_sizes" not in record["model"] and record["checks"]["logits_within_tolerance"]
 
 @pytest.mark.parametrize("name,options", [("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
                                           ("mobilenet_v3_small", {"minimalistic": True})])
