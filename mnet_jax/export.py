@@ -210,7 +210,7 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
   from mnet_jax import count as count_lib
   from mnet_jax.export_litert import machine
   from mnet_jax.export_tf import convert, depthwise_range_ratios
-  from mnet_jax.workdir import write_atomically
+  from mnet_jax.workdir import model_name, write_atomically
   options = export_options(int8, weights, calibration_images_count, threads, min_runs, min_seconds)
   threads, weights = options["threads"], weights_of(weights)
   workdir = os.path.abspath(workdir)
@@ -238,12 +238,14 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
     checks["top1_within_tolerance"] = abs(checks["float32_top1"] - checks["jax_top1"]) <= TOP1_TOLERANCE
     if final is not None and "test_top1" in final:
       checks["run_top1"] = final["test_top1"]
-  counts = count_lib.count(config.alpha, config.resolution, config.variant, num_classes, model.min_depth,
-                           model.stem_stride, model.kernel_sizes, model.kernel_split)
-  record = {"workdir": workdir, "step": step, "model": {
-      "family": "mobilenet_v1", "alpha": config.alpha, "resolution": config.resolution, "variant": config.variant,
-      "num_classes": num_classes, "kernel_sizes": list(model.kernel_sizes), "kernel_split": model.kernel_split,
-      "activation": model.activation, "mult_adds": counts["mult_adds"]},
+  described = {"family": model_name(config), "alpha": config.alpha, "resolution": config.resolution,
+               "variant": config.variant, "num_classes": num_classes,
+               "mult_adds": sum(c.mult_adds for c in count_lib.count_layers(model.layers(), config.resolution))}
+  for field in ("kernel_sizes", "kernel_split", "activation", "minimalistic"):  # the family's own options
+    if hasattr(model, field):
+      value = getattr(model, field)
+      described[field] = list(value) if isinstance(value, tuple) else value
+  record = {"workdir": workdir, "step": step, "model": described,
       "options": options, "path": f"TF twin of the layer spec, BatchNorm folded, tf.lite.TFLiteConverter "
                                   f"(TensorFlow {tf.__version__})",
       "machine": machine(), "tolerances": {"max_abs_logit_diff": LOGIT_TOLERANCE, "top1": TOP1_TOLERANCE},

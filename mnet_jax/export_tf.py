@@ -1,10 +1,12 @@
 """A model's layer spec and its BatchNorm-folded weights as a TensorFlow graph, converted to LiteRT (.tflite).
 
 The graph is a TF twin of the Flax module, built layer by layer from the same spec (`model.layers()`), one builder
-per layer kind (`BUILDERS`): a new kind of layer is one more builder. Each conv layer's BatchNorm is folded into
+per layer kind (`BUILDERS`: V1's convs and classifier; V2/V3's squeeze-excite, residual adds, hard-swish and linear
+activations, V3's biased head fc): a new kind of layer is one more builder. Each conv layer's BatchNorm is folded into
 its kernel and a bias in float64 (w * scale / sqrt(var + eps), bias - mean * scale / sqrt(var + eps)), and the
 activation follows the biased conv directly, so TFLite's converter fuses both into one CONV_2D or
-DEPTHWISE_CONV_2D: the op list is that of TFLite's own MobileNets (conv, depthwise conv, mean, fully connected).
+DEPTHWISE_CONV_2D: the op list is that of TFLite's own MobileNets (conv, depthwise conv, mean, fully connected;
+V2/V3 add ADD for residuals and MUL/ADD/RELU6 for hard-swish and squeeze-excite's gate).
 
 jax2tf was tried first: its native serialization is deprecated, and converting its XlaCallModule to TFLite fails
 on this codebase's pointwise dot ('tfl.batch_matmul' op found invalid output rank); its depthwise forms (shifted
@@ -29,11 +31,16 @@ def fold(kernel, bn_params, bn_stats, epsilon):
 
 def folded_layers(model, variables):
   """[(layer, [(kernel, bias), ...])] for the model's layers: the conv layers folded with their BatchNorm (one pair
-  per depthwise group, each group's kernel (k, k, 1, c)), the classifier's Dense kernel and bias as they are."""
+  per depthwise group, each group's kernel (k, k, 1, c)), the fc layers' and squeeze-excite's (reduce, expand)
+  Dense kernels and biases as they are."""
   params, stats = variables["params"], variables.get("batch_stats", {})
   result = []
   for layer in model.layers():
     p = params[layer.name]
+    if layer.kind == "squeeze_excite":  # no BatchNorm: its two biased 1x1 convs as they are
+      result.append((layer, [(np.asarray(p[part]["kernel"], np.float64), np.asarray(p[part]["bias"], np.float64))
+                             for part in ("reduce", "expand")]))
+      continue
     if layer.kind == "fc":
       result.append((layer, [(np.asarray(p["kernel"], np.float64), np.asarray(p["bias"], np.float64))]))
       continue
@@ -65,12 +72,16 @@ def depthwise_range_ratios(model, variables):
   return ratios
 
 
+def _hard_sigmoid(tf, x):
+  return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)  # mnet_jax.ops.activations' form
+
+
 def _activation(tf, name):
-  if name == "relu6":
-    return tf.nn.relu6
-  if name == "relu":
-    return tf.nn.relu
-  raise ConfigError(f"activation={name!r} has no LiteRT export; allowed: relu, relu6")
+  activations = {"relu6": tf.nn.relu6, "relu": tf.nn.relu, "hard_swish": lambda x: x * _hard_sigmoid(tf, x),
+                 "linear": lambda x: x}
+  if name not in activations:
+    raise ConfigError(f"activation={name!r} has no LiteRT export; allowed: {', '.join(activations)}")
+  return activations[name]
 
 
 def _conv(tf, x, layer, pairs, act):
@@ -97,11 +108,24 @@ def _pointwise(tf, x, layer, pairs, act):
 
 def _fc(tf, x, layer, pairs, act):
   kernel, bias = pairs[0]
-  x = tf.reduce_mean(x, axis=[1, 2])  # the global average pool before the classifier
-  return tf.matmul(x, tf.constant(kernel, tf.float32)) + tf.constant(bias, tf.float32)
+  if len(x.shape) == 4:
+    x = tf.reduce_mean(x, axis=[1, 2])  # the global average pool before the first fc layer
+  return act(tf.matmul(x, tf.constant(kernel, tf.float32)) + tf.constant(bias, tf.float32))
 
 
-BUILDERS = {"conv": _conv, "depthwise": _depthwise, "pointwise": _pointwise, "fc": _fc}
+def _squeeze_excite(tf, x, layer, pairs, act):
+  # As Keras' MobileNetV3 builds it: the pooled map kept 1 x 1 and two biased 1x1 CONV_2Ds, so the gate broadcasts
+  # over the feature map without a reshape.
+  (reduce_kernel, reduce_bias), (expand_kernel, expand_bias) = pairs
+  conv = lambda v, kernel, bias: tf.nn.bias_add(  # noqa: E731
+      tf.nn.conv2d(v, tf.constant(kernel[None, None], tf.float32), strides=1, padding="VALID"),
+      tf.constant(bias, tf.float32))
+  squeezed = tf.nn.relu(conv(tf.reduce_mean(x, axis=[1, 2], keepdims=True), reduce_kernel, reduce_bias))
+  return x * _hard_sigmoid(tf, conv(squeezed, expand_kernel, expand_bias))
+
+
+BUILDERS = {"conv": _conv, "depthwise": _depthwise, "pointwise": _pointwise, "fc": _fc,
+            "squeeze_excite": _squeeze_excite}
 
 
 def tf_function(model, variables, resolution):
@@ -114,7 +138,11 @@ def tf_function(model, variables, resolution):
                         "depthwise_factorization='none'")
   import tensorflow as tf
   layers = folded_layers(model, variables)
-  act = _activation(tf, model.activation)
+  classifier = layers[-1][0]
+  # A layer's activation is its own, else the model's (V1's field); the classifier has none, as in apply_layers.
+  acts = {layer.name: _activation(tf, "linear" if layer is classifier else
+                                  layer.activation or getattr(model, "activation", "relu6")) for layer, _ in layers}
+  kept = {layer.residual_from for layer, _ in layers if layer.residual_from}  # inputs added to a later output
   for layer, _ in layers:
     if layer.kind not in BUILDERS:
       raise ConfigError(f"layer {layer.name!r} of kind {layer.kind!r} has no LiteRT export; allowed kinds: "
@@ -123,9 +151,13 @@ def tf_function(model, variables, resolution):
   @tf.function(input_signature=[tf.TensorSpec((1, resolution, resolution, 3), tf.float32, name="images")],
                autograph=False)
   def forward(images):
-    x = images
+    x, inputs = images, {}
     for layer, pairs in layers:
-      x = BUILDERS[layer.kind](tf, x, layer, pairs, act)
+      if layer.name in kept:
+        inputs[layer.name] = x
+      x = BUILDERS[layer.kind](tf, x, layer, pairs, acts[layer.name])
+      if layer.residual_from:
+        x = x + inputs[layer.residual_from]
     return x
 
   return forward

@@ -38,10 +38,14 @@ def errorbar(axes, xs, groups, style, nonzero=False, column="test_top1", **kwarg
 def plot(rows, x_key, x_label, overlay, title_note=""):
   """The figure of test top-1 against x_key: for the plain grid a solid line per alpha and a dashed line per
   resolution (the paper's Figure 4 style), for every other series (a variant, a swept field) its own markers; each
-  point is the mean over its seeds with a ±1 std error bar; `overlay` adds the paper's ImageNet points."""
+  point is the mean over its seeds with a ±1 std error bar; `overlay` adds the published ImageNet points of the
+  family. A sweep of several families is family_plot's."""
   import matplotlib
-  figure, axes = new_axes()
   groups = results.points(rows, x_key)
+  models = list(dict.fromkeys(g["model"] for g in groups))
+  if len(models) > 1:
+    return family_plot(groups, x_key, x_label, overlay, title_note)
+  figure, axes = new_axes()
   colors = matplotlib.colormaps["viridis"]
   series = sorted({g["series"] for g in groups}, key=lambda name: (name != "", name))
   for k, name in enumerate(series):
@@ -64,16 +68,50 @@ def plot(rows, x_key, x_label, overlay, title_note=""):
       if line:
         axes.annotate(f"{resolution}px", (line[-1][x_key], 100 * line[-1]["test_top1"]), textcoords="offset points",
                       xytext=(4, -10), fontsize=7, color="0.4")
-  if overlay and x_key in ("mult_adds", "params"):
+  if overlay and x_key in ("mult_adds", "params") and models in ([], [results.DEFAULT_MODEL]):
     slim, tables = paper_match.paper_points()
     axes.plot([p[x_key] for p in slim], [p["top1"] for p in slim], "o", markerfacecolor="none", color="k",
               label="TF-Slim checkpoints (ImageNet)")
     axes.plot([p[x_key] for p in tables], [p["top1"] for p in tables], "kx", markersize=8,
               label="paper Tables 6-7 (ImageNet)")
+  elif overlay and x_key in ("mult_adds", "params"):
+    published = paper_match.family_points().get(models[0], [])
+    axes.plot([p[x_key] for p in published], [p["top1"] for p in published], "o", markerfacecolor="none", color="k",
+              label=f"{models[0]}, published (ImageNet)")
   axes.set_xscale("log")
   axes.set_xlabel(x_label)
   axes.grid(True, which="both", alpha=0.3)
   return finish(figure, axes, f"Accuracy vs {x_label.split(' (')[0]} (dashed: fixed resolution){title_note}")
+
+
+def family_plot(groups, x_key, x_label, overlay, title_note=""):
+  """Top-1 against x_key for a sweep of several families: a colour per family, a solid line per alpha of its plain
+  grid through its resolutions (a marker per alpha); its other series as open markers; `overlay`: each family's
+  published ImageNet points as crosses in its colour."""
+  figure, axes = new_axes()
+  models = list(dict.fromkeys(g["model"] for g in groups))
+  published = paper_match.family_points() if overlay and x_key in ("mult_adds", "params") else {}
+  for k, model in enumerate(models):
+    color, members = f"C{k % 10}", [g for g in groups if g["model"] == model]
+    alphas = sorted({g["alpha"] for g in members if g["series"] == ""}, reverse=True)
+    for i, alpha in enumerate(alphas):
+      line = sorted((g for g in members if g["series"] == "" and g["alpha"] == alpha), key=lambda g: g[x_key])
+      errorbar(axes, [g[x_key] for g in line], line, MARKERS[i % len(MARKERS)] + "-", color=color,
+               label=f"{model}, α = {alpha:g}", markersize=5, linewidth=1.2)
+    others = [g for g in members if g["series"] != ""]
+    if others:
+      errorbar(axes, [g[x_key] for g in others], others, "o", color=color, markerfacecolor="none",
+               label=f"{model}, other settings")
+    if model in published:
+      points = published[model]
+      axes.plot([p[x_key] for p in points], [p["top1"] for p in points], "x", color=color, markersize=7,
+                label=f"{model}, published (ImageNet)")
+  axes.set_xscale("log")
+  axes.set_xlabel(x_label)
+  axes.grid(True, which="both", alpha=0.3)
+  figure = finish(figure, axes, f"Accuracy vs {x_label.split(' (')[0]}, a colour per family{title_note}")
+  axes.legend(fontsize=6, ncol=2)
+  return figure
 
 
 def ablation_plot(ablation, groups, overlay):

@@ -17,13 +17,14 @@ MIN_SECONDS = 1.0
 
 
 def num_classes_of(config, final):
-  """The classifier's width, from the final record's parameter count (it grows by the FC's input width per class);
-  cheaper than building the dataset again."""
-  from mnet_jax import count, models, workdir
-  # The layer spec of the config's own model (any family and option), with 1 and 2 classes.
-  one, two = [sum(c.params for c in count.count_layers(
-      models.layer_spec(workdir.model_name(config), config.alpha, k, **workdir.model_options(config)),
-      config.resolution)) for k in (1, 2)]
+  """The classifier's width: the final record's `num_classes`; a record written before it had that key gives it
+  through its parameter count (which grows by the classifier's input width per class), counted for the config's
+  family through the registry."""
+  if "num_classes" in final:
+    return final["num_classes"]
+  from mnet_jax import count, workdir
+  one, two = [sum(c.params for c in count.count_layers(workdir.model_from_config(config, k).layers(),
+                                                       config.resolution)) for k in (1, 2)]
   return 1 + (final["params"] - one) // (two - one)
 
 

@@ -24,13 +24,18 @@ def top1_text(group):
 
 
 def results_table(rows):
-  """The groups of cells (seeds averaged: mean ± std over n seeds) as a markdown table."""
-  lines = ["| cell | α | resolution | variant | n | test top-1 | test top-5 | Mult-Adds (M) | params (M) | latency "
-           "(ms, batch 1) | train time (s) | images/s | status |",
-           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-  for g in results.groups_of(rows):
+  """The groups of cells (seeds averaged: mean ± std over n seeds) as a markdown table; with a family other than
+  V1, a model column."""
+  groups = results.groups_of(rows)
+  families = any(g["model"] != results.DEFAULT_MODEL for g in groups)
+  lines = ["| cell |" + (" model |" if families else "") + " α | resolution | variant | n | test top-1 | test top-5 | "
+           "Mult-Adds (M) | params (M) | latency (ms, batch 1) | train time (s) | images/s | status |",
+           "| --- |" + (" --- |" if families else "") + " ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | "
+           "---: | ---: | ---: | --- |"]
+  for g in groups:
     status = g["status"] + (f": {g['error']}" if g["error"] else "")
-    lines.append(f"| {g['cell']} | {number(g['alpha'])} | {g['resolution'] or '–'} | {g['variant'] or '–'} | "
+    lines.append(f"| {g['cell']} |{' ' + g['model'] + ' |' if families else ''} {number(g['alpha'])} | "
+                 f"{g['resolution'] or '–'} | {g['variant'] or '–'} | "
                  f"{g['n']} | {top1_text(g)} | {with_std(g, 'test_top5', 0.01, suffix=' %')} | "
                  f"{number(g['mult_adds'], 1e6, 1)} | {number(g['params'], 1e6, 3)} | "
                  f"{with_std(g, 'latency_ms', digits=3)} | {number(g['train_seconds'], digits=0)} | "
@@ -62,7 +67,8 @@ def paper_section(rows, dataset):
 
 def fall_text(fall):
   symbol = {"alpha": "α", "resolution": "ρ"}[fall.varied]
-  return (f"{fall.series + ', ' if fall.series else ''}at {fall.fixed} {fall.value:g}, top-1 does not rise from "
+  where = ", ".join(filter(None, [fall.model if fall.model != results.DEFAULT_MODEL else "", fall.series]))
+  return (f"{where + ', ' if where else ''}at {fall.fixed} {fall.value:g}, top-1 does not rise from "
           f"{symbol}={fall.low[fall.varied]:g} to {symbol}={fall.high[fall.varied]:g} ({top1_text(fall.low)} -> "
           f"{top1_text(fall.high)})")
 
@@ -89,7 +95,19 @@ def trend_section(rows):
   if found:
     lines += ["", f"Spearman's rank correlation with Mult-Adds over {len(trends.plain_groups(rows))} groups: "
               f"{', '.join(found)}."]
-  return "\n".join(lines + each_seed_table(rows))
+  return "\n".join(lines + family_table(rows) + each_seed_table(rows))
+
+
+def family_table(rows):
+  """With several families: the trend check and Spearman with Mult-Adds of each family's plain grid (lines)."""
+  if len(results.models_of(rows)) < 2:
+    return []
+  lines = ["", "Each family alone:", "",
+           "| family | groups | pairs out of order | Spearman of top-1 with Mult-Adds | of batch-1 latency |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+  lines += [f"| {model} | {n} | {count} of {checked} | {number(top1)} | {number(latency)} |"
+            for model, n, checked, count, top1, latency in trends.per_family(rows)]
+  return lines
 
 
 def each_seed_table(rows):

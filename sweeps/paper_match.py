@@ -19,6 +19,20 @@ def paper_points():
   return slim, tables
 
 
+def family_points():
+  """{family: its published ImageNet points (alpha, resolution, mult_adds, params, top1)}: MobileNet V1's TF-Slim
+  checkpoints and Tables 6-7, V2's TF-Slim checkpoint grid, V3's Table 3 (mnet_jax/paper_data)."""
+  point = lambda r, top1: {"alpha": float(r["alpha"]), "resolution": int(r["resolution"]),  # noqa: E731
+                           "mult_adds": float(r["mult_adds_millions"]) * 1e6,
+                           "params": float(r["params_millions"]) * 1e6, "top1": float(top1)}
+  slim, tables = paper_points()
+  points = {"mobilenet_v1": slim + tables, "mobilenet_v2": [point(r, r["top1"]) for r in paper.v2_checkpoints()]}
+  for r in paper.v3_tables():
+    name = r["model"] + ("_minimalistic" if r["minimalistic"] == "true" else "")
+    points.setdefault(name, []).append(point(r, r["top1_paper"] or r["top1_slim"]))
+  return points
+
+
 def resolution_for(paper_resolution, our_resolutions):
   """This grid's resolution for one of the paper's: the same value, or the one at the same rho = resolution / 224,
   taking the grid's largest resolution as its rho = 1 (Fashion-MNIST's 56/48/40/32 for 224/192/160/128)."""
@@ -38,6 +52,6 @@ def paper_tables(rows):
       continue
     resolution = resolution_for(int(row["resolution"]), our_resolutions)
     ours = [g for g in groups if g["alpha"] == float(row["alpha"]) and g["resolution"] == resolution and
-            g["variant"] == variant_of(row["model"])]
+            g["variant"] == variant_of(row["model"]) and g["model"] == results.DEFAULT_MODEL]
     tables.setdefault(int(row["table"]), []).append((row, ours[0] if ours else None))
   return {n: pairs for n, pairs in sorted(tables.items()) if any(ours for _, ours in pairs)}

@@ -40,6 +40,8 @@ EXPORT_FILE = os.path.join("export", "export.json")
 CELL_FILES = (("latency.json", None, ("latency_ms",)), (EXPORT_FILE, "summary", EXPORT_COLUMNS))
 EXPORT_ERROR_FILE = "export_error.json"  # sweeps.exports: why the cell's last export failed
 AXES = ("alpha", "resolution")  # the plain grid's axes; what a cell sets besides them (and seed) names its series
+FAMILY_FIELDS = ("model.name", "model.minimalistic")  # the cell's family (its `model` column), not its series
+DEFAULT_MODEL = "mobilenet_v1"  # the family of a config without model.name
 IGNORED_FIELDS = ("seed", "wandb.name")  # differ between cells without making them different experiments
 
 
@@ -72,6 +74,14 @@ def cells_of(workdir):
     return [(c["name"], c["overrides"]) for c in description["cells"]]
   names = sorted(n for n in os.listdir(workdir) if os.path.exists(os.path.join(workdir, n, "config.json")))
   return [(name, None) for name in names]
+
+
+def model_of(config, final):
+  """The cell's family as the report keys it: the final record's `model` (else config.model.name), with
+  "_minimalistic" for V3's minimalistic variant."""
+  model = final.get("model") or flat_get(config, "model.name") or DEFAULT_MODEL
+  minimalistic = final.get("minimalistic", flat_get(config, "model.minimalistic"))
+  return model + ("_minimalistic" if minimalistic else "")
 
 
 def cell_row(workdir, name, overrides=None):
@@ -110,7 +120,8 @@ def cell_row(workdir, name, overrides=None):
   else:
     key = json.dumps({k: v for k, v in overrides.items() if k != "seed"}, sort_keys=True, default=str)
     group = name.replace(f"_seed={grid.format_value(overrides['seed'])}", "") if "seed" in overrides else name
-  return {**row, "config": config, "seed": overrides.get("seed", config.get("seed")), "key": key, "group": group,
+  return {**row, "model": model_of(config, final), "config": config, "seed": overrides.get("seed", config.get("seed")),
+          "key": key, "group": group,
           "overrides": {k: v for k, v in overrides.items() if k != "seed"}}
 
 
@@ -140,12 +151,18 @@ def reference_values(rows):
 
 
 def series_names(rows):
-  """Each row's series: what its cell sets besides the axes to a value other than the reference, as
-  "field=value" joined by "_" in the order the sweep set them ("variant=full_conv", ...); "" for the plain grid.
-  The same words as the tail of the cell's name (sweeps.grid.cell_name)."""
+  """Each row's series: what its cell sets besides the axes and its family (FAMILY_FIELDS, the `model` column) to
+  a value other than the reference, as "field=value" joined by "_" in the order the sweep set them
+  ("variant=full_conv", ...); "" for the plain grid. The same words as the tail of the cell's name
+  (sweeps.grid.cell_name)."""
   reference = reference_values(rows)
   return ["_".join(f"{dotted}={grid.format_value(value)}" for dotted, value in row["overrides"].items()
-                   if dotted not in AXES and value != reference[dotted]) for row in rows]
+                   if dotted not in AXES + FAMILY_FIELDS and value != reference[dotted]) for row in rows]
+
+
+def models_of(rows):
+  """The families of the rows, in the sweep's order."""
+  return list(dict.fromkeys(row.get("model", DEFAULT_MODEL) for row in rows))
 
 
 def varied_fields(rows):
@@ -186,7 +203,8 @@ def groups_of(rows):
     group = {"cell": cells[0]["group"], "alpha": first["alpha"], "resolution": first["resolution"],
              "variant": first["variant"], "mult_adds": first["mult_adds"], "params": first["params"],
              "tflite_bytes": first.get("tflite_bytes"), "n": len(done),  # the same for every seed, like params
-             "seeds": " ".join(str(r["seed"]) for r in done), "series": cells[0]["series"], "config": first["config"]}
+             "seeds": " ".join(str(r["seed"]) for r in done), "series": cells[0]["series"], "config": first["config"],
+             "model": first.get("model", DEFAULT_MODEL)}  # rows made elsewhere may lack it
     for column in AVERAGED:
       values = [r[column] for r in done if r.get(column) is not None]  # rows made elsewhere may lack a column
       mean, std = mean_std(values) if values else (None, None)
@@ -207,8 +225,12 @@ def points(rows, x_key):
 
 
 def write_csv(path, groups):
+  """GROUP_COLUMNS, and a `model` column after `cell` where a group is not MobileNet V1."""
+  columns = GROUP_COLUMNS
+  if any(g["model"] != DEFAULT_MODEL for g in groups):
+    columns = (columns[0], "model", *columns[1:])
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, GROUP_COLUMNS, lineterminator="\n", extrasaction="ignore")
+  writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
   writer.writeheader()
   writer.writerows({k: "" if v is None else v for k, v in group.items()} for group in groups)
   write_atomically(path, buffer.getvalue())

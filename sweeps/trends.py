@@ -34,16 +34,17 @@ class Fall:
   varied: str
   low: dict
   high: dict
+  model: str = results.DEFAULT_MODEL  # the family of both
 
 
 def trend_exceptions(rows):
   """Where test top-1 (mean over seeds) does not rise with alpha at a fixed resolution, or with resolution at a
-  fixed alpha, within each series: (number of neighbouring pairs checked, the Falls out of order, the Falls
-  smaller than the noise)."""
+  fixed alpha, within each series of each family: (number of neighbouring pairs checked, the Falls out of order,
+  the Falls smaller than the noise)."""
   groups = results.points(rows, "test_top1")
   exceptions, within_noise, checked = [], [], 0
-  for series in sorted({g["series"] for g in groups}):
-    members = [g for g in groups if g["series"] == series]
+  for model, series in sorted({(g["model"], g["series"]) for g in groups}):
+    members = [g for g in groups if g["series"] == series and g["model"] == model]
     for fixed, varied in (("resolution", "alpha"), ("alpha", "resolution")):
       for value in sorted({g[fixed] for g in members}):
         line = sorted((g for g in members if g[fixed] == value), key=lambda g: g[varied])
@@ -51,7 +52,7 @@ def trend_exceptions(rows):
           checked += 1
           if high["test_top1"] > low["test_top1"]:
             continue
-          fall = Fall(series, fixed, value, varied, low, high)
+          fall = Fall(series, fixed, value, varied, low, high, model)
           (exceptions if out_of_order(low, high) else within_noise).append(fall)
   return checked, exceptions, within_noise
 
@@ -70,6 +71,18 @@ def latency_spearman(rows, column="latency_ms"):
   """Spearman of a latency column (latency_ms, litert_ms, litert_int8_ms) with Mult-Adds over the plain grid."""
   timed = [g for g in plain_groups(rows) if g[column] is not None]
   return spearman([g["mult_adds"] for g in timed], [g[column] for g in timed])
+
+
+def per_family(rows):
+  """[(family, groups, pairs checked, pairs out of order, Spearman of top-1 with Mult-Adds, of batch-1 latency with
+  Mult-Adds)] over each family's plain grid, in the sweep's order."""
+  table = []
+  for model in results.models_of(rows):
+    mine = [r for r in rows if r.get("model", results.DEFAULT_MODEL) == model]
+    checked, exceptions, _ = trend_exceptions(mine)
+    table.append((model, len(plain_groups(mine)), checked, len(exceptions), top1_spearman(mine),
+                  latency_spearman(mine)))
+  return table
 
 
 def each_seed(rows):

@@ -145,3 +145,47 @@ def test_benchmark_script_runs_as_documented(script, args, first_line):
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
   assert lines[0].startswith(first_line) and sum("|" in line for line in lines) >= 3
+
+
+@pytest.mark.parametrize("name,options", [
+    ("mobilenet_v1", {"kernel_sizes": (3, 5)}), ("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
+    ("mobilenet_v3_small", {}), ("mobilenet_v3_small", {"minimalistic": True})])
+def test_torch_twin_gives_the_jax_models_logits(name, options):
+  """Given the Flax model's weights and BatchNorm statistics, the PyTorch twin built from its spec gives the same
+  logits at inference (TF 'SAME' padding on stride-2 layers, residuals, squeeze-excite, hard-swish, biased fcs);
+  the statistics are made non-trivial by one training-mode forward first."""
+  import jax
+  import numpy as np
+  import torch
+  from mnet_jax.bench import model as model_lib
+  from mnet_jax.bench.torch_peer import copy_weights, torch_model
+  model = model_lib.build(name, 0.5, num_classes=7, kernels="portable", **options)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 40, 40, 3)).astype(np.float32)
+  variables = model.module.init(jax.random.PRNGKey(1), images, train=False)
+  _, updated = model.module.apply(variables, images, train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": jax.random.PRNGKey(2)})
+  variables = {"params": variables["params"], "batch_stats": updated["batch_stats"]}
+  twin = torch_model(model.layers, **model.twin_options()).eval()
+  copy_weights(twin, variables, model.layers)
+  assert sum(p.numel() for p in twin.parameters()) == sum(x.size for x in jax.tree.leaves(variables["params"]))
+  expected = np.asarray(model.module.apply(variables, images, train=False))
+  with torch.no_grad():
+    got = twin(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_tiny_run_of_another_family_names_it():
+  result = run_bench("--model", "mobilenet_v3_small", "--setting", "0.5,32,4,float32", "--stem-stride", "1",
+                     "--repeats", "1", "--no-pipeline", "--json")
+  assert result.returncode == 0, result.stderr
+  row = json.loads(result.stdout.strip().splitlines()[-1])
+  assert row["model"] == "mobilenet_v3_small" and row["jax_train_img_s"] > 0 and row["torch_train_img_s"] > 0
+
+
+@pytest.mark.slow
+def test_unknown_model_is_one_line():
+  result = run_bench("--model", "mobilenet_v4")
+  assert result.returncode != 0
+  assert "model name='mobilenet_v4' is unknown; allowed: mobilenet_v1, mobilenet_v2" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1

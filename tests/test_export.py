@@ -220,3 +220,29 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, trained, tmp_path):
     assert (workdir / "export").read_text() == "a file where the export directory goes"
   else:
     assert not (workdir / "export").exists() or os.listdir(workdir / "export") == []
+
+
+
+@pytest.mark.slow
+def test_a_v3_run_exports_and_its_record_names_the_family(tmp_path):
+  """A tiny MobileNet V3 Small run through `mnet_jax.export`: float32 LiteRT agrees with JAX, export.json names it."""
+  workdir = tmp_path / "v3"
+  run("mnet_jax.main", "--config", "mnet_jax/configs/fashion_mnist.py:runlocal", "--config.num_steps=2",
+      "--config.model.name=mobilenet_v3_small", "--workdir", str(workdir))
+  run("mnet_jax.export", "--workdir", str(workdir), "--threads", "1", "--min-runs", "5", "--min-seconds", "0")
+  record = json.loads((workdir / "export" / "export.json").read_text())
+  assert record["model"]["family"] == "mobilenet_v3_small" and record["model"]["minimalistic"] is False
+  assert "kernel_sizes" not in record["model"] and record["checks"]["logits_within_tolerance"]
+
+@pytest.mark.parametrize("name,options", [("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
+                                          ("mobilenet_v3_small", {"minimalistic": True})])
+def test_folded_twin_matches_jax_for_v2_and_v3(name, options):
+  """The TF twin of V2/V3 (residual adds, squeeze-excite, hard-swish, linear projections, biased head fc), converted
+  to LiteRT float32, gives the JAX model's logits."""
+  from mnet_jax import models
+  model = models.create(name, 0.35, 10, kernels="portable", **options)
+  variables = random_variables(model, 32)
+  model_bytes = to_tflite(model, variables, 32)
+  images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+  logits = export_litert.Predictor(model_bytes, 4)(images)
+  assert np.max(np.abs(logits - np.asarray(model.apply(variables, images)))) <= 1e-4

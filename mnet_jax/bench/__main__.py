@@ -1,6 +1,7 @@
-r"""Throughput of this project's MobileNet V1 against the same architecture in PyTorch, in the same run.
+r"""Throughput of this project's MobileNets against the same architecture in PyTorch, in the same run.
 
-  python -m mnet_jax.bench                          # the CPU acceptance set (fp32)
+  python -m mnet_jax.bench                          # the CPU acceptance set (fp32), MobileNet V1
+  python -m mnet_jax.bench --model mobilenet_v2     # any family of mnet_jax.models (--minimalistic: V3's variant)
   python -m mnet_jax.bench --setting 0.5,32,128,float32 --json
   python -m mnet_jax.bench --device gpu             # alpha 1, 224 px, bf16, batch 256; PyTorch with torch.compile
   python -m mnet_jax.bench --device gpu --peer timm  # the peer is timm's mobilenetv1_100 (alpha 1 only)
@@ -20,7 +21,7 @@ import argparse
 
 import jax
 
-from mnet_jax import process
+from mnet_jax import models as models_lib, process
 from mnet_jax.bench import compare, input_modes, model as model_lib, torch_peer
 from mnet_jax.count import parse_kernel_sizes
 from mnet_jax.errors import ConfigError, OneLineArgumentParser, exit_on_config_error
@@ -34,6 +35,8 @@ def parser():
                             formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--setting", action="append", type=str, metavar="ALPHA,RES,BATCH,DTYPE",
                  help="repeatable; default: the acceptance set of the device")
+  p.add_argument("--model", default="mobilenet_v1", help=f"the family, one of {', '.join(models_lib.NAMES)}")
+  p.add_argument("--minimalistic", action="store_true", help="V3's variant: no SE, ReLU, 3x3 kernels")
   p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
   p.add_argument("--stem-stride", type=int, choices=(1, 2), default=2)
   p.add_argument("--kernels", choices=KERNELS, default="auto", help="the model's kernel set (mnet_jax/ops)")
@@ -61,7 +64,7 @@ def jax_device(name):
                       f"{', '.join(sorted({d.platform for d in jax.devices()}))}") from None
 
 
-def check_peer(peer, settings, stem_stride, kernel_sizes):
+def check_peer(peer, settings, stem_stride, kernel_sizes, model):
   """One line, before any work, when the peer cannot run: PyTorch (or timm) missing, or a model timm lacks."""
   if peer == "none":
     return
@@ -75,9 +78,10 @@ def check_peer(peer, settings, stem_stride, kernel_sizes):
       import timm  # noqa: F401
     except ImportError:
       raise ConfigError("--peer timm needs timm: pip install timm") from None
-    if any(alpha != 1.0 for alpha, *_ in settings) or stem_stride != 2 or kernel_sizes != (3,):
-      raise ConfigError(f"--peer timm is {torch_peer.TIMM_MODEL}: alpha 1.0, a stride-2 stem and 3x3 depthwise "
-                        "kernels only; use --peer twin")
+    if model != "mobilenet_v1" or any(alpha != 1.0 for alpha, *_ in settings) or stem_stride != 2 or \
+        kernel_sizes != (3,):
+      raise ConfigError(f"--peer timm is {torch_peer.TIMM_MODEL}: MobileNet V1, alpha 1.0, a stride-2 stem and 3x3 "
+                        "depthwise kernels only; use --peer twin")
 
 
 @exit_on_config_error
@@ -95,15 +99,17 @@ def main(argv=None):
   settings = [compare.parse_setting(s) for s in args.setting] if args.setting else (
       compare.GPU_SETTINGS if args.device == "gpu" else compare.CPU_SETTINGS)
   kernel_sizes = parse_kernel_sizes(args.kernel_sizes)
-  models = {setting: model_lib.mobilenet_v1(setting[0], setting[3], stem_stride=args.stem_stride,
-                                            kernels=args.kernels, depthwise_impl=args.depthwise_impl,
-                                            kernel_sizes=kernel_sizes, kernel_split=args.kernel_split)
+  options = models_lib.model_options(args.model, kernel_sizes=kernel_sizes, kernel_split=args.kernel_split,
+                                     minimalistic=args.minimalistic)
+  models = {setting: model_lib.build(args.model, setting[0], setting[3], stem_stride=args.stem_stride,
+                                     kernels=args.kernels, depthwise_impl=args.depthwise_impl, **options)
             for setting in settings}
   process.setup_process()
   device = jax_device(args.device)
-  check_peer(args.peer, settings, args.stem_stride, kernel_sizes)
+  check_peer(args.peer, settings, args.stem_stride, kernel_sizes, args.model)
   kernels = resolve_kernels(args.kernels)
-  header = {"device": args.device, "kernels": kernels, "depthwise_impl": resolve_impl(args.depthwise_impl, kernels),
+  header = {"model": args.model, "minimalistic": args.minimalistic, "device": args.device, "kernels": kernels,
+            "depthwise_impl": resolve_impl(args.depthwise_impl, kernels),
             "stem_stride": args.stem_stride, "kernel_sizes": list(kernel_sizes), "kernel_split": args.kernel_split}
   compile_model = args.device == "gpu" if args.torch_compile is None else args.torch_compile
   compare.run(models, device, header, args.peer, compile_model, args.repeats, args.pipeline, args.json)

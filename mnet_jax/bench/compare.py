@@ -72,8 +72,8 @@ def measure(model, setting, device, peer, peer_options, repeats):
   calls = calls_per_timing(resolution, batch)
   jax_train_run, jax_infer_run = jax_runner.jax_runs(model, resolution, batch, device)
   if peer is not None:
-    peer.apply(torch_peer.setup, (model.layers, resolution, batch, dtype, device.platform, *peer_options,
-                                  jax_runner.LEARNING_RATE, jax_runner.MOMENTUM))
+    peer.apply(torch_peer.setup, (model.layers, model.twin_options(), resolution, batch, dtype, device.platform,
+                                  *peer_options, jax_runner.LEARNING_RATE, jax_runner.MOMENTUM))
   jax_train, torch_train = rates_in_turns(jax_train_run, peer, "train", batch, calls, repeats)
   jax_infer, torch_infer = rates_in_turns(jax_infer_run, peer, "infer", batch, calls, repeats)
   return {"alpha": alpha, "resolution": resolution, "batch": batch, "dtype": dtype,

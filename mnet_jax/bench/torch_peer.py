@@ -1,5 +1,5 @@
-"""The PyTorch side of the benchmark: the twin of a layer spec (or timm's MobileNet V1), its training step and
-inference forward, run in a child process of the bench (`compare.py`); torch is imported only there, and
+"""The PyTorch side of the benchmark: the twin of a layer spec of any family (or timm's MobileNet V1), its training
+step and inference forward, run in a child process of the bench (`compare.py`); torch is imported only there, and
 nothing of the trainer (this module stays light to import)."""
 
 import os
@@ -12,39 +12,133 @@ TIMM_MODEL = "mobilenetv1_100"  # alpha 1, a stride-2 stem, 3x3 depthwise kernel
 RUNS = {}  # in the peer's process: the model and its "train" and "infer" runs, of the last setting built
 
 
-def torch_model(layers):
-  """The same architecture in PyTorch, built from a layer spec (`Layer`s: convs, then the classifier): each conv
-  followed by BatchNorm and ReLU6, global average pool, dropout, fully connected. A depthwise layer with several
-  kernel sizes is MixConv as timm's MixedConv2d does it: split the channels, one depthwise conv per group,
-  concatenate."""
+ACTIVATIONS = ("relu", "relu6", "hard_swish", "linear")  # spec.ACTIVATIONS, as torch.nn modules below
+
+
+def torch_model(layers, bn_momentum=0.99, bn_epsilon=1e-3, dropout_rate=0.001, activation="relu6"):
+  """The same network in PyTorch, built from a layer spec (spec.Layer) as network.apply_layers runs it: each conv
+  (no bias) followed by BatchNorm and its activation (`activation` for a layer whose own is ''), a squeeze-excite
+  layer as pool, 1x1 conv + ReLU, 1x1 conv + hard-sigmoid, scale; the input of layer `residual_from` added after a
+  layer; global average pool; the fc layers with biases, dropout before the classifier. bn_momentum is Flax's (the
+  running statistics keep that much). Padding is TF's 'SAME' as the JAX model's: a stride-2 layer pads the extra
+  pixel bottom/right. A depthwise layer with several kernel sizes is MixConv as timm's MixedConv2d does it: split
+  the channels, one depthwise conv per group, concatenate. Its modules are named by the spec's layer names."""
   import torch
   from torch import nn
+  import torch.nn.functional as F
 
-  class MixedDepthwise(nn.Module):
-    def __init__(self, groups, stride):
+  def act(name):
+    return {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hard_swish": nn.Hardswish(), "linear": nn.Identity()}[name]
+
+  class SamePadded(nn.Module):
+    """Convs of kernel sizes `groups` ((k, channels) pairs; one for a plain conv), TF 'SAME' padded."""
+
+    def __init__(self, layer):
       super().__init__()
-      self.splits = [channels for _, channels in groups]
-      self.convs = nn.ModuleList(nn.Conv2d(c, c, k, stride, k // 2, groups=c, bias=False) for k, c in groups)
+      self.stride, self.kernel_size = layer.stride, layer.kernel_size
+      pairs = layer.groups or ((layer.kernel_size, layer.in_channels),)
+      self.splits = [channels for _, channels in pairs]
+      padding = 0 if layer.stride > 1 else "same"  # stride 2: padded in forward, as TF pads
+      if layer.kind == "depthwise":
+        self.convs = nn.ModuleList(nn.Conv2d(c, c, k, layer.stride, padding, groups=c, bias=False) for k, c in pairs)
+      else:
+        self.convs = nn.ModuleList([nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                              layer.stride, padding, bias=False)])
 
     def forward(self, x):
-      return torch.cat([conv(part) for conv, part in zip(self.convs, torch.split(x, self.splits, 1))], 1)
+      parts = torch.split(x, self.splits, 1) if len(self.convs) > 1 else (x,)
+      outs = []
+      for conv, part in zip(self.convs, parts):
+        k = conv.kernel_size[0]
+        if self.stride > 1 and k > 1:
+          (top, bottom), (left, right) = (same_padding(size, k, self.stride) for size in part.shape[2:])
+          part = F.pad(part, (left, right, top, bottom))
+        outs.append(conv(part))
+      return torch.cat(outs, 1) if len(outs) > 1 else outs[0]
 
-  def conv(layer):
-    if layer.kind == "depthwise" and len(layer.groups) > 1:
-      return MixedDepthwise(layer.groups, layer.stride)
-    groups = layer.in_channels if layer.kind == "depthwise" else 1
-    return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.kernel_size // 2,
-                     groups=groups, bias=False)
+  class ConvBN(nn.Sequential):
+    def __init__(self, layer):
+      if (layer.activation or activation) not in ACTIVATIONS:
+        raise ValueError(f"layer {layer.name} has activation {layer.activation or activation!r}")
+      super().__init__(SamePadded(layer), nn.BatchNorm2d(layer.out_channels, bn_epsilon, 1 - bn_momentum),
+                       act(layer.activation or activation))
 
-  *convs, classifier = layers
-  modules = []
-  for layer in convs:
-    modules += [conv(layer), nn.BatchNorm2d(layer.out_channels, eps=1e-3, momentum=0.01), nn.ReLU6(inplace=True)]
-  return nn.Sequential(*modules, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.001),
-                       nn.Linear(classifier.in_channels, classifier.out_channels))
+  class SqueezeExcite(nn.Module):
+    def __init__(self, layer):
+      super().__init__()
+      self.reduce = nn.Linear(layer.in_channels, layer.se_channels)
+      self.expand = nn.Linear(layer.se_channels, layer.out_channels)
+
+    def forward(self, x):
+      gate = F.hardsigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3))))))
+      return x * gate[:, :, None, None]
+
+  class Twin(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.features = [layer for layer in layers if layer.kind != "fc"]
+      *self.hidden, self.classifier = [layer for layer in layers if layer.kind == "fc"]
+      blocks = {layer.name: SqueezeExcite(layer) if layer.kind == "squeeze_excite" else ConvBN(layer)
+                for layer in self.features}
+      blocks.update({layer.name: nn.Linear(layer.in_channels, layer.out_channels)
+                     for layer in [*self.hidden, self.classifier]})
+      self.layers = nn.ModuleDict(blocks)
+      self.hidden_acts = nn.ModuleList(act(layer.activation or activation) for layer in self.hidden)
+      self.dropout = nn.Dropout(dropout_rate)
+      self.kept = {layer.residual_from for layer in self.features if layer.residual_from}  # inputs added later
+
+    def forward(self, x):
+      inputs = {}
+      for layer in self.features:
+        if layer.name in self.kept:
+          inputs[layer.name] = x
+        x = self.layers[layer.name](x)
+        if layer.residual_from:
+          x = x + inputs.pop(layer.residual_from)
+      x = x.mean((2, 3))
+      for layer, fn in zip(self.hidden, self.hidden_acts):
+        x = fn(self.layers[layer.name](x))
+      return self.layers[self.classifier.name](self.dropout(x))
+
+  return Twin()
 
 
-def setup(layers, resolution, batch, dtype, platform_name, compile_model, peer_name, learning_rate, momentum):
+def same_padding(size, kernel_size, stride):
+  """TF 'SAME' padding (low, high) of one axis, as mnet_jax.ops.depthwise.same_padding (not imported: it pulls in
+  JAX)."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel_size - size, 0)
+  return total // 2, total - total // 2
+
+
+def copy_weights(twin, variables, layers):
+  """Sets the twin's (torch_model's) weights and BatchNorm statistics to the Flax model's `variables`."""
+  import torch
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  tensor = lambda a, *axes: torch.from_numpy(np.asarray(a, np.float32).transpose(*axes).copy())  # noqa: E731
+  with torch.no_grad():
+    for layer in layers:
+      block, p = twin.layers[layer.name], params[layer.name]
+      if layer.kind == "fc":
+        block.weight.copy_(tensor(p["kernel"], 1, 0))
+        block.bias.copy_(tensor(p["bias"], 0))
+      elif layer.kind == "squeeze_excite":
+        for part in ("reduce", "expand"):
+          getattr(block, part).weight.copy_(tensor(p[part]["kernel"], 1, 0))
+          getattr(block, part).bias.copy_(tensor(p[part]["bias"], 0))
+      else:
+        conv, bn = block[0], block[1]
+        names = ["kernel"] if len(conv.convs) == 1 else [f"kernel_{i}" for i in range(len(conv.convs))]
+        for module, name in zip(conv.convs, names):
+          module.weight.copy_(tensor(p[name], 3, 2, 0, 1))
+        bn.weight.copy_(tensor(p["bn"]["scale"], 0))
+        bn.bias.copy_(tensor(p["bn"]["bias"], 0))
+        bn.running_mean.copy_(tensor(stats[layer.name]["bn"]["mean"], 0))
+        bn.running_var.copy_(tensor(stats[layer.name]["bn"]["var"], 0))
+
+
+def setup(layers, twin_options, resolution, batch, dtype, platform_name, compile_model, peer_name, learning_rate,
+          momentum):
   """Builds the PyTorch model (the twin of `layers`, or timm's MobileNet V1 with as many classes) and its training
   step (SGD at `learning_rate` with `momentum`) and inference runs in the peer's process, warmed up."""
   import torch
@@ -56,7 +150,7 @@ def setup(layers, resolution, batch, dtype, platform_name, compile_model, peer_n
     import timm
     model = timm.create_model(TIMM_MODEL, num_classes=num_classes).to(torch_device)
   else:
-    model = torch_model(layers).to(torch_device)
+    model = torch_model(layers, **twin_options).to(torch_device)
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.uniform(-1, 1, (batch, 3, resolution, resolution)).astype(np.float32))
   images = images.to(torch_device)  # NCHW: on CPU, PyTorch's channels_last depthwise convolutions are far slower
