@@ -24,10 +24,9 @@ VARIANTS = ("depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnor
 @contextlib.contextmanager
 def variant(name):
   """Swaps one kernel for the XLA form it replaces while the step is traced."""
-  from mnet_jax.models import mobilenet_v1
-  from mnet_jax.ops import batchnorm, conv
+  from mnet_jax.ops import batchnorm, conv, pointwise
   import jax.numpy as jnp
-  swaps = {"pointwise=dot": (mobilenet_v1, "pointwise_conv", lambda x, kernel, kernels: jnp.dot(x, kernel)),
+  swaps = {"pointwise=dot": (pointwise, "pointwise_conv", lambda x, kernel, kernels: jnp.dot(x, kernel)),
            "batchnorm=reference": (batchnorm, "batch_norm_act",
                                    lambda x, scale, bias, epsilon, activation, kernels:
                                    batchnorm.batch_norm_act_reference(x, scale, bias, epsilon, activation)),

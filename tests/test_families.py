@@ -165,6 +165,7 @@ def tree_error(grads, reference):
 
 @pytest.mark.skipif(cpu_kernels.library_error() is not None or jax.device_count() > 1,
                     reason="the C++ kernels need a compiler and a one-device CPU process")
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
 def test_cpu_kernels_equal_portable_for_every_family(model_name):
   """Training-mode loss and gradients: 5x5 depthwise (C++ forward), squeeze-excite, hard-swish, residual adds. In

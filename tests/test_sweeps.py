@@ -140,7 +140,7 @@ def test_unknown_sweep_name(tmp_path):
 @pytest.mark.slow
 def test_config_without_a_sweep(tmp_path):
   result = launch("--config", "mnet_jax/configs/fashion_mnist.py", "--workdir", str(tmp_path / "w"), check=False)
-  assert_one_line_error(result, "mnet_jax/configs/fashion_mnist.py", "declares no sweep()", "not a sweep config")
+  assert_one_line_error(result, "mnet_jax/configs/fashion_mnist.py", "declares no sweep()", "sweeps in experiments/: ")
 
 
 @pytest.mark.slow
