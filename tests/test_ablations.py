@@ -157,6 +157,7 @@ def loss_and_grads(module, variables, images, labels):
   return jax.jit(jax.value_and_grad(loss))(variables["params"])
 
 
+@pytest.mark.slow
 @needs_cpu_kernels
 def test_cpu_kernel_set_equals_portable_with_groups_shuffle_and_factorization():
   images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))

@@ -83,6 +83,7 @@ def test_gpu_check_runs_in_its_dry_form_on_the_cpu(tmp_path):
   assert table[4].startswith("peer twin (eager) at 0.25-32 b8 bfloat16: train jax")
 
 
+@pytest.mark.slow
 def test_bench_step_is_the_trainers_step():
   """The step the bench times is train.train_step: one jitted step gives the trainer's loss, metrics and state."""
   import jax
@@ -147,6 +148,7 @@ def test_benchmark_script_runs_as_documented(script, args, first_line):
   assert lines[0].startswith(first_line) and sum("|" in line for line in lines) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options", [
     ("mobilenet_v1", {"kernel_sizes": (3, 5)}), ("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
     ("mobilenet_v3_small", {}), ("mobilenet_v3_small", {"minimalistic": True})])

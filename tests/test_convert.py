@@ -353,6 +353,7 @@ def family_logits_difference(keras_model, variables, model_name, alpha, resoluti
     pytest.param("mobilenet_v3_small", 1.0, 57, False, False, "legacy_h5", marks=pytest.mark.slow),
     ("mobilenet_v3_small", 0.5, 64, False, True, "model_object"),
 ])
+@pytest.mark.slow
 def test_family_logits_parity(tmp_path, model_name, alpha, resolution, minimalistic, preprocessing, layout):
   model = random_keras_family(model_name, alpha, resolution, minimalistic, preprocessing)
   options = dict(model_name=model_name, minimalistic=minimalistic)
@@ -376,6 +377,7 @@ def cached_v3_small():
   return random_keras_family("mobilenet_v3_small", 0.5, 64)
 
 
+@pytest.mark.slow
 def test_file_of_another_family_alpha_or_classes_is_refused_in_one_line(tmp_path):
   path = str(tmp_path / "v3_small_0.5.h5")
   save_legacy_h5(cached_v3_small(), path)

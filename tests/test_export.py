@@ -234,6 +234,7 @@ def test_a_v3_run_exports_and_its_record_names_the_family(tmp_path):
   assert record["model"]["family"] == "mobilenet_v3_small" and record["model"]["minimalistic"] is False
   assert "kernel_sizes" not in record["model"] and record["checks"]["logits_within_tolerance"]
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options", [("mobilenet_v2", {}), ("mobilenet_v3_large", {}),
                                           ("mobilenet_v3_small", {"minimalistic": True})])
 def test_folded_twin_matches_jax_for_v2_and_v3(name, options):
