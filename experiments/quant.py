@@ -10,16 +10,14 @@ the float model) for every cell, and report.md a table, the int8-drop figure and
 ranges. Cost and what it shows: docs/deployment.md#the-quantization-ablation.
 """
 
-from experiments import sweep_base
+from experiments import grid16
 
 EXPORT = {"weights": "per-channel,per-tensor"}  # sweeps.exports: one export of a cell writes both int8 models
 
 
 def get_config(arg=None):
-  return sweep_base.base_config(arg)
+  return grid16.get_config(arg)
 
 
 def sweep(add, arg=None):
-  for alpha in sweep_base.ALPHAS:
-    for resolution in sweep_base.resolutions(arg):
-      add(alpha=alpha, resolution=resolution)
+  grid16.sweep(add, arg)  # grid16's cells, so the same cell names
