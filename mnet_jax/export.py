@@ -206,11 +206,6 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
   """Exports workdir (see the module docstring) and returns export.json's record; a workdir already exported with
   the same options returns its record without work unless `again`. `weights`: one of WEIGHTS or several (a
   sequence or comma-joined), an int8 model each; min_runs and min_seconds bound each latency measurement."""
-  import tensorflow as tf
-  from mnet_jax import count as count_lib
-  from mnet_jax.export_litert import machine
-  from mnet_jax.export_tf import convert, depthwise_range_ratios
-  from mnet_jax.workdir import model_name, write_atomically
   options = export_options(int8, weights, calibration_images_count, threads, min_runs, min_seconds)
   threads, weights = options["threads"], weights_of(weights)
   workdir = os.path.abspath(workdir)
@@ -222,6 +217,11 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
       return record
   config, step, variables, final = restore(workdir)
   out = writable_export_dir(workdir)
+  import tensorflow as tf  # after the workdir's checks: a bad workdir is refused without TensorFlow's start-up
+  from mnet_jax import count as count_lib
+  from mnet_jax.export_litert import machine
+  from mnet_jax.export_tf import convert, depthwise_range_ratios
+  from mnet_jax.workdir import model_name, write_atomically
   num_classes = int(variables["params"]["classifier"]["bias"].shape[0])
   model = export_model(config, num_classes)
   data, skipped = load_data(config, int8)
