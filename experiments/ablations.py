@@ -11,6 +11,8 @@ Cells (26, 30 with a teacher), all at the top resolution (224 on ImageNet, 56 on
 - with teacher=DIR: the four plain widths with distill.teacher=DIR (experiments/distill.py's loss).
 
   python -m sweeps.launch --config experiments/ablations.py:data=fashion_mnist --workdir runs/ablations --parallel 2
+
+`budget=demo` trains every cell at `make demo`'s CPU budget (its plain cells are then the demo's top-resolution cells).
 """
 
 import os
@@ -27,20 +29,16 @@ ALPHA_STEP = 0.001  # the matched alphas' precision
 
 
 def parse(arg):
-  parsed = common.parse_arg(arg, data="fashion_mnist", runlocal=False, teacher="")
-  sweep_base.parse(f"data={parsed.data}")  # an unknown dataset: one line
+  parsed = common.parse_arg(arg, data="fashion_mnist", runlocal=False, budget="full", teacher="")
+  sweep_base.parse(sweep_base.grid_arg(parsed))  # an unknown dataset or budget: one line
   return parsed
-
-
-def grid_arg(parsed):
-  return f"data={parsed.data}" + (",runlocal" if parsed.runlocal else "")
 
 
 def get_config(arg=None):
   parsed = parse(arg)
   if parsed.teacher and not os.path.isdir(parsed.teacher):
     raise ConfigError(f"teacher={parsed.teacher!r} is not a directory; allowed: a finished run's workdir")
-  return sweep_base.base_config(grid_arg(parsed))
+  return sweep_base.base_config(sweep_base.grid_arg(parsed))
 
 
 def matched_alpha(alpha, groups, resolution, num_classes):
@@ -62,7 +60,7 @@ def matched_alpha(alpha, groups, resolution, num_classes):
 
 def sweep(add, arg=None):
   parsed = parse(arg)
-  resolution = sweep_base.resolutions(grid_arg(parsed))[0]
+  resolution = sweep_base.resolutions(sweep_base.grid_arg(parsed))[0]
   for alpha in sweep_base.ALPHAS:
     add(alpha=alpha, resolution=resolution)
   matched = []

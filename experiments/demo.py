@@ -7,7 +7,8 @@ images (23,040 images, about 0.4 epoch: linear warmup over 45 steps to lr 0.1, t
 evaluated on the whole 10,000-image test split. Where a cell's time goes and the ranking against the budget:
 docs/demo.md. `make demo` runs two cells at a time (--parallel 2), which
 overlaps one cell's single-threaded phases (data loading, compilation) with the other's training. The same
-cells at mnet_jax/configs/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`.
+cells at mnet_jax/configs/fashion_mnist.py's longer budget: `python -m sweeps.launch --config experiments/grid16.py`;
+any other sweep at this budget: its argument `budget=demo` (experiments/sweep_base.py).
 It takes no config argument (`experiments/demo.py:anything` is a one-line error).
 """
 
@@ -19,15 +20,7 @@ RESOLUTIONS = sweep_base.resolutions("data=fashion_mnist")
 
 def get_config(arg=None):
   sweep_base.no_argument(arg, "experiments/demo.py")
-  config = sweep_base.base_config("data=fashion_mnist")
-  config.num_steps = 180
-  # A quarter of the steps: with a tenth, the alpha-1 cells' loss spiked as the lr peaked and the median seed
-  # ranked worse (docs/perf-log.md, 2026-11-30 ef36a90).
-  config.optim.warmup_steps = 45
-  config.log_every_steps = 30
-  config.checkpoint_every_steps = 90
-  config.wandb.mode = "disabled"  # its start-up is seconds per cell; metrics.jsonl and the report keep everything
-  return config
+  return sweep_base.base_config("data=fashion_mnist,budget=demo")
 
 
 def sweep(add, arg=None):

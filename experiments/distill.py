@@ -3,8 +3,12 @@
   python -m sweeps.launch --config experiments/grid16.py --workdir runs/grid16     # the reference grid (teacher)
   python -m sweeps.launch --config experiments/distill.py:teacher=runs/grid16/a1_r56 --workdir runs/distill
 
+At the demo's CPU budget, the students of `make demo`'s widest cell, each comparing with its runs/demo twin:
+
+  python -m sweeps.launch --config experiments/distill.py:teacher=runs/demo/a1_r56,budget=demo --workdir runs/distill
+
 The teacher is any finished run on the same dataset; the example is the reference grid's alpha-1, top-resolution
-cell. The argument also takes grid16's `data=` and `runlocal`, and the loss's `temperature=` and `weight=`; every
+cell. The argument also takes grid16's `data=`, `runlocal` and `budget=`, and the loss's `temperature=` and `weight=`; every
 cell keeps grid16's recipe and budget, so each compares with its grid16 twin.
 """
 
@@ -18,13 +22,15 @@ from mnet_jax.errors import ConfigError
 
 def parse(arg):
   defaults = common.base_config(1.0, 224, "paper").distill
-  return common.parse_arg(arg, teacher="", data="fashion_mnist", runlocal=False,
-                          temperature=defaults.temperature, weight=defaults.weight)
+  parsed = common.parse_arg(arg, teacher="", data="fashion_mnist", runlocal=False, budget="full",
+                            temperature=defaults.temperature, weight=defaults.weight)
+  sweep_base.parse(sweep_base.grid_arg(parsed))  # an unknown dataset or budget: one line
+  return parsed
 
 
 def get_config(arg=None):
   parsed = parse(arg)
-  grid_arg = f"data={parsed.data}" + (",runlocal" if parsed.runlocal else "")
+  grid_arg = sweep_base.grid_arg(parsed)
   if not parsed.teacher or metrics.final_metrics(parsed.teacher) is None:
     top = sweep_base.resolutions(grid_arg)[0]
     raise ConfigError(f"teacher={parsed.teacher!r} is not a finished run; train one with `python -m sweeps.launch "
@@ -39,5 +45,5 @@ def get_config(arg=None):
 
 def sweep(add, arg=None):
   for alpha in sweep_base.ALPHAS:
-    for resolution in sweep_base.resolutions(f"data={parse(arg).data}"):
+    for resolution in sweep_base.resolutions(sweep_base.grid_arg(parse(arg))):
       add(alpha=alpha, resolution=resolution)

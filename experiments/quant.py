@@ -2,6 +2,7 @@
 (Krishnamoorthi 2018, arXiv:1806.08342, Tables 2-4), over grid16's 16 alpha x resolution cells at its budget.
 
   python -m sweeps.launch --config experiments/quant.py --workdir runs/grid16 --parallel 2
+  python -m sweeps.launch --config experiments/quant.py:budget=demo --workdir runs/demo --parallel 2   # make demo's
 
 The cells are experiments/grid16.py's (the same configs, so the same cell names: pointed at a trained grid16's
 workdir, the cells are only exported). After training, each cell is exported to LiteRT once with both int8 models
