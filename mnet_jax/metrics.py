@@ -88,12 +88,15 @@ def run_id(config_json, workdir):
 
 
 def has_wandb_key():
-  """Whether wandb finds credentials (WANDB_API_KEY, its settings, .netrc), without asking or going online. The
-  check wandb itself recommends; its messages ("Loaded credentials ...") are kept off the run's output."""
+  """Whether wandb finds credentials (WANDB_API_KEY, its settings, .netrc), without asking, writing or going online.
+  `wandb.login(prompt=False, verify=False)` finds them the same way but then asks the server for the user name it
+  prints, which offline retries for seconds and can leave the process waiting on wandb's service at exit; its silent
+  form skips that message."""
   try:
-    import wandb
+    from wandb.sdk import wandb_login
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-      return bool(wandb.login(prompt=False, verify=False))
+      logged_in, _ = wandb_login._login(prompt=False, verify=False, update_api_key=False, _silent=True)
+    return bool(logged_in)
   except Exception:
     return False
 

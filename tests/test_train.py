@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import types
@@ -338,13 +339,21 @@ def test_compiled_programs_are_kept_in_the_project_cache_unless_jax_has_one(tmp_
   assert not (tmp_path / "ours2").exists()
 
 
-def test_wandb_credentials_are_found_without_a_warning(tmp_path):
+def test_wandb_credentials_are_found_without_a_warning_or_the_network(tmp_path):
   """wandb.mode='auto' goes online only with credentials; looking for them prints nothing (wandb deprecated the
-  `wandb.api.api_key` lookup with a warning on every run)."""
+  `wandb.api.api_key` lookup with a warning on every run) and contacts no server: wandb's host is a local socket
+  here that counts connections (`wandb.login` would ask it for the user name)."""
   code = "from mnet_jax import metrics\nprint(metrics.has_wandb_key())"
   env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-  env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
-  for key, expected in ((None, "False"), ("0123456789abcdef0123456789abcdef01234567", "True")):
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                            env={**env, "WANDB_API_KEY": key} if key else env)
-    assert (result.stdout.strip(), result.stderr.strip()) == (expected, ""), result.stderr
+  with socket.socket() as server:
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.setblocking(False)
+    env.update(NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+               WANDB_BASE_URL=f"http://127.0.0.1:{server.getsockname()[1]}")
+    for key, expected in ((None, "False"), ("0123456789abcdef0123456789abcdef01234567", "True")):
+      result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                              env={**env, "WANDB_API_KEY": key} if key else env)
+      assert (result.stdout.strip(), result.stderr.strip()) == (expected, ""), result.stderr
+    with pytest.raises(BlockingIOError):
+      server.accept()  # nobody connected
