@@ -45,7 +45,8 @@ def parse(arg):
 
 def grid_arg(parsed):
   """The `data=...` argument of a sweep file that parses more keys than these (distill, ablations)."""
-  return f"data={parsed.data},budget={parsed.budget}" + (",runlocal" if parsed.runlocal else "")
+  return (f"data={parsed.data}" + (",runlocal" if parsed.runlocal else "") +
+          (f",budget={parsed.budget}" if parsed.budget != "full" else ""))
 
 
 def no_argument(arg, name):
