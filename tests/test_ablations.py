@@ -131,7 +131,8 @@ def test_channel_shuffle_interleaves_the_groups():
 
 @pytest.mark.parametrize("impl", ["xla", "shifted"])
 @pytest.mark.parametrize("stride, size", [(1, 9), (2, 9), (2, 8)])
-@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5),
+                                              pytest.param(jnp.bfloat16, 2e-2, marks=pytest.mark.slow)])
 def test_spatial_depthwise_equals_the_outer_product_kernel(impl, stride, size, dtype, tolerance):
   """k x 1 at stride (s, 1) then 1 x k at (1, s) is the k x k depthwise conv whose kernel is their outer product,
   forward and gradients (the reference: XLA's grouped convolution in float32)."""
@@ -192,6 +193,7 @@ def test_default_v1_layers_are_unchanged():
     (["--model", "mobilenet_v2", "--pointwise-groups", "2"], "pointwise_groups=2 is not allowed for mobilenet_v2"),
     (["--kernel-sizes", "3,5", "--depthwise-factorization", "spatial"], "takes one kernel size"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line(args, message):
   result = subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": REPO}, timeout=120)

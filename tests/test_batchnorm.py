@@ -72,7 +72,8 @@ def statistics_loss(form, activation, weights):
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 2e-5), ("bfloat16", 2e-2)])
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
-@pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 1, 1, 3), (16, 28, 28, 32), (784, 64)])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 1, 1, 3), pytest.param((16, 28, 28, 32), marks=pytest.mark.slow),
+                                   (784, 64)])
 def test_cpu_form_equals_reference(shape, activation, dtype, tolerance):
   x, weights = inputs(shape, dtype)
   channels = shape[-1]

@@ -105,7 +105,8 @@ def small_keras_model():
   return cached_keras_mobilenet(0.25, 128)
 
 
-@pytest.mark.parametrize("alpha,resolution", [pytest.param(1.0, 224, marks=pytest.mark.slow), (0.25, 128)])
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha,resolution", [(1.0, 224), (0.25, 128)])
 def test_official_layout_logits_parity(tmp_path, alpha, resolution):
   model = cached_keras_mobilenet(alpha, resolution)
   path = str(tmp_path / "mobilenet_tf.h5")
@@ -141,6 +142,7 @@ def test_converted_variables_match_the_model_tree(small_keras_model):
   assert jax.tree.map(np.shape, variables) == jax.tree.map(lambda s: s.shape, dict(expected))
 
 
+@pytest.mark.slow
 def test_file_for_another_alpha_is_refused_naming_the_layer(tmp_path, small_keras_model):
   path = str(tmp_path / "mobilenet_2_5_128_tf.h5")
   save_legacy_h5(small_keras_model, path)

@@ -39,7 +39,7 @@ def assert_close(actual, expected, dtype, k=3):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("height,width", [(7, 8), (8, 8), (9, 13), (32, 32)])
+@pytest.mark.parametrize("height,width", [(7, 8), (8, 8), (9, 13), pytest.param(32, 32, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("impl", FAST)
 def test_forward_and_gradients_equal_reference(impl, height, width, stride, dtype):
   kx, kk, kw = jax.random.split(jax.random.key(height * 100 + width * 10 + stride), 3)

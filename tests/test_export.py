@@ -45,6 +45,7 @@ def exported(trained):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_exported_cell_agrees_with_jax_and_reports_int8_top1(exported):
   checks = exported["checks"]
   assert checks["num_examples"] == 256  # the whole test split of this config
@@ -62,6 +63,7 @@ def test_exported_cell_agrees_with_jax_and_reports_int8_top1(exported):
   assert "accuracy_skipped" not in exported
 
 
+@pytest.mark.slow
 def test_exported_models_hold_only_mobilenet_ops_and_documented_io(exported):
   for key in ("float32", "int8", "int8_per_tensor"):
     assert exported[key]["ops"] == V1_OPS  # BatchNorm folded, ReLU6 fused: nothing else
@@ -79,6 +81,7 @@ def test_exported_models_hold_only_mobilenet_ops_and_documented_io(exported):
                                                                       "model_float32.tflite"))
 
 
+@pytest.mark.slow
 def test_exported_latency_is_a_median_of_at_least_200_runs_per_thread_count(exported):
   for key in ("float32", "int8", "int8_per_tensor"):
     [one] = exported[key]["latency"]
@@ -86,6 +89,7 @@ def test_exported_latency_is_a_median_of_at_least_200_runs_per_thread_count(expo
   assert exported["machine"]["cores"] >= 1 and exported["machine"]["cpu"]
 
 
+@pytest.mark.slow
 def test_both_exported_models_run_in_a_fresh_interpreter(exported):
   image = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
   outputs = {}
@@ -97,6 +101,7 @@ def test_both_exported_models_run_in_a_fresh_interpreter(exported):
   assert np.max(np.abs(outputs["int8"] - outputs["float32"])) < 20 * exported["int8"]["output"]["scale"]
 
 
+@pytest.mark.slow
 def test_export_with_the_same_options_is_skipped_and_other_options_redo_it(exported, trained, tmp_path):
   float_file = trained / "export" / "model_float32.tflite"
   before = os.stat(float_file).st_mtime_ns
@@ -188,6 +193,7 @@ def copy_run(trained, tmp_path, keep_metrics=True):
   return workdir
 
 
+@pytest.mark.slow  # needs the trained cell
 @pytest.mark.parametrize("case", ["no checkpoint", "unfinished run", "calibration 0", "unknown weights",
                                   "unwritable export dir"])
 def test_bad_input_gives_one_line_and_writes_nothing(case, trained, tmp_path):

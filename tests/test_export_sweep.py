@@ -157,6 +157,7 @@ def assert_one_line_error(result, *fragments):
     (("--export-weights", "per-tensor"), "", "--export-weights goes with --export"),
     ((), 'EXPORT = {"weight": "per-tensor"}', "EXPORT keys ['weight'] are unknown; allowed: weights"),
 ])
+@pytest.mark.slow
 def test_bad_export_options_give_one_line_before_anything_trains(tmp_path, flags, export, expected):
   workdir = tmp_path / "sweep"
   result = run("sweeps.launch", "--config", write_grid(tmp_path, export=export), "--workdir", str(workdir), *flags,

@@ -125,6 +125,7 @@ def test_paper_flags_every_disagreeing_published_row():
     (["--model", "mobilenet_v3_large", "--alpha", "-1"], "alpha=-1.0 is not allowed"),
     (["--model", "mobilenet_v3_small", "--resolution", "31"], "resolution=31 is not allowed"),
 ])
+@pytest.mark.slow
 def test_cli_bad_family_input_is_one_line(args, message):
   result = subprocess.run([sys.executable, "-m", "mnet_jax.count", *args], capture_output=True, text=True)
   assert result.returncode != 0

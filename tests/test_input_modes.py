@@ -82,6 +82,7 @@ def test_store_boxes_follow_the_rule_of_tensorflows_sampler():
     assert ks < 0.12, ks  # two-sample Kolmogorov-Smirnov: p > 0.1 at n = 400
 
 
+@pytest.mark.slow
 def test_on_device_crop_of_the_whole_image_is_the_antialiased_resize_and_flips_mirror():
   image = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
   boxes = np.array([[0, 0, 40, 40]] * 2, np.float32)
@@ -106,6 +107,7 @@ def test_store_flips_about_half_and_the_order_is_a_pure_function_of_the_step():
     np.testing.assert_array_equal(got["images"], images[got["labels"]])
 
 
+@pytest.mark.slow
 def test_evaluation_batches_of_the_store_and_of_the_jpeg_path_agree(jpegs):
   size, resolution = 80, 64
   process = prepare.resized_and_encoded(size, 95, prepare.FORMATS)
