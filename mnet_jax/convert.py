@@ -124,11 +124,13 @@ def family_module(model_name, alpha, num_classes, minimalistic):
   return models.create(model_name, alpha, num_classes, **options)
 
 
-def expected_variables(module):
-  """The module's variables, initialised (for the fc layers a file without the top lacks) or abstract."""
+def initial_variables(module, abstract):
+  """The module's variables as a fresh run initialises them (for the fc layers a file without the top lacks), or
+  their shapes (`abstract`: traced, not computed; seconds where computing them op by op took most of a minute)."""
   import jax
   import jax.numpy as jnp
-  return module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32))
+  init = lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32))  # noqa: E731
+  return jax.eval_shape(init) if abstract else jax.jit(init)()
 
 
 def layer_weights(keras_weights, layer, names, source, family):
@@ -167,8 +169,7 @@ def to_variables(keras_weights, alpha, num_classes=IMAGENET_CLASSES, source="the
   family = models.family(model_name)
   layers = module.layers()
   names = family.keras_names(layers)
-  initial = jax.tree.map(lambda a: np.asarray(a), expected_variables(module))
-  shapes = jax.tree.map(np.shape, initial)
+  shapes = jax.tree.map(np.shape, initial_variables(module, abstract=True))
   layer_weights(keras_weights, names[layers[0].name][0], ("kernel",), source, family)  # another family: its stem
   classifier = names[layers[-1].name][0]
   if classifier not in keras_weights and not fresh_head:
@@ -185,7 +186,8 @@ def to_variables(keras_weights, alpha, num_classes=IMAGENET_CLASSES, source="the
     if layer.kind == "fc":
       keras_layer, = names[layer.name]
       if fresh_head and keras_layer not in keras_weights:
-        params[layer.name] = initial["params"][layer.name]
+        initial = jax.tree.map(np.asarray, initial_variables(module, abstract=False)["params"][layer.name])
+        params[layer.name] = initial
         continue
       kernel, bias = layer_weights(keras_weights, keras_layer, ("kernel", "bias"), source, family)
       kernel = kernel[0, 0] if kernel.ndim == 4 and kernel.shape[:2] == (1, 1) else kernel

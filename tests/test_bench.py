@@ -1,6 +1,7 @@
 """The benchmark CLI: bad settings give one line; a tiny real run prints the promised JSON keys; the step it times
 is the trainer's; the PyTorch twin has the model's layers; the scripts in benchmarks/ run as the docs give them."""
 
+import functools
 import json
 import os
 import subprocess
@@ -163,7 +164,7 @@ def test_torch_twin_gives_the_jax_models_logits(name, options):
   from mnet_jax.bench.torch_peer import copy_weights, torch_model
   model = model_lib.build(name, 0.5, num_classes=7, kernels="portable", **options)
   images = np.random.default_rng(0).uniform(-1, 1, (2, 40, 40, 3)).astype(np.float32)
-  variables = model.module.init(jax.random.PRNGKey(1), images, train=False)
+  variables = jax.jit(functools.partial(model.module.init, train=False))(jax.random.PRNGKey(1), images)
   _, updated = model.module.apply(variables, images, train=True, mutable=["batch_stats"],
                                   rngs={"dropout": jax.random.PRNGKey(2)})
   variables = {"params": variables["params"], "batch_stats": updated["batch_stats"]}

@@ -88,7 +88,7 @@ def rename_to_keras2(path):
 def logits_difference(keras_model, variables, alpha, resolution, seed=1):
   images = np.random.default_rng(seed).uniform(-1, 1, (2, resolution, resolution, 3)).astype(np.float32)
   expected = np.asarray(keras_model(images, training=False))
-  actual = np.asarray(MobileNetV1(alpha=alpha).apply(variables, images, train=False))
+  actual = np.asarray(jax.jit(functools.partial(MobileNetV1(alpha=alpha).apply, train=False))(variables, images))
   assert actual.shape == expected.shape == (2, 1000)
   # The logits are far from zero and depend on the input, so a layout mistake anywhere would show.
   assert np.abs(expected).max() > 0.5 and np.abs(expected[0] - expected[1]).max() > 0.1
@@ -341,7 +341,7 @@ def family_logits_difference(keras_model, variables, model_name, alpha, resoluti
   expected = np.asarray(keras_model(keras_images, training=False))
   options = {"minimalistic": minimalistic} if model_name != "mobilenet_v2" else {}
   module = models.create(model_name, alpha, 1000, kernels="portable", **options)
-  actual = np.asarray(module.apply(variables, images, train=False))
+  actual = np.asarray(jax.jit(functools.partial(module.apply, train=False))(variables, images))
   assert actual.shape == expected.shape == (2, 1000)
   assert np.abs(expected).max() > 0.5 and np.abs(expected[0] - expected[1]).max() > 0.05
   return float(np.abs(actual - expected).max())

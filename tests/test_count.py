@@ -123,7 +123,7 @@ def test_xla_cost_analysis_agrees_with_analytic_count():
   # bias) that the paper's convention leaves out; that extra is a few percent of the total here.
   model = MobileNetV1(alpha=0.5, num_classes=10)
   images = jnp.zeros((1, 64, 64, 3))
-  variables = model.init(jax.random.key(0), images)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
   cost = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, images).compile().cost_analysis()
   if isinstance(cost, list):
     cost = cost[0]

@@ -121,7 +121,7 @@ def test_export_with_the_same_options_is_skipped_and_other_options_redo_it(expor
 
 def random_variables(model, resolution, seed=0):
   """Initial variables with BatchNorm statistics and affine terms far from identity, so folding is exercised."""
-  variables = model.init(jax.random.PRNGKey(seed), np.zeros((1, resolution, resolution, 3), np.float32))
+  variables = jax.jit(model.init)(jax.random.PRNGKey(seed), np.zeros((1, resolution, resolution, 3), np.float32))
   rng = np.random.default_rng(seed)
 
   def perturb(path, leaf):
@@ -150,7 +150,7 @@ def test_folded_twin_matches_jax_for_kernel_sizes_variants_and_classes(options, 
   assert export_litert.op_counts(model_bytes) == ops
   images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
   logits = export_litert.Predictor(model_bytes, 4)(images)
-  assert np.max(np.abs(logits - np.asarray(model.apply(variables, images)))) <= 1e-4
+  assert np.max(np.abs(logits - np.asarray(jax.jit(model.apply)(variables, images)))) <= 1e-4
 
 
 @pytest.mark.parametrize("weights", ["per-channel", "per-tensor"])
@@ -252,4 +252,4 @@ def test_folded_twin_matches_jax_for_v2_and_v3(name, options):
   model_bytes = to_tflite(model, variables, 32)
   images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
   logits = export_litert.Predictor(model_bytes, 4)(images)
-  assert np.max(np.abs(logits - np.asarray(model.apply(variables, images)))) <= 1e-4
+  assert np.max(np.abs(logits - np.asarray(jax.jit(model.apply)(variables, images)))) <= 1e-4

@@ -72,11 +72,11 @@ def test_depthwise_matches_reference(impl, stride, size):
 def test_forward_bfloat16_keeps_float32_params():
   model = MobileNetV1(alpha=0.25, num_classes=7, dtype="bfloat16")
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  variables = model.init(jax.random.key(1), images)
+  variables = jax.jit(model.init)(jax.random.key(1), images)
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-  logits = model.apply(variables, images)
+  logits = jax.jit(model.apply)(variables, images)
   assert logits.shape == (2, 7) and logits.dtype == jnp.float32
-  reference = MobileNetV1(alpha=0.25, num_classes=7).apply(variables, images)
+  reference = jax.jit(MobileNetV1(alpha=0.25, num_classes=7).apply)(variables, images)
   assert jnp.all(jnp.isfinite(logits))
   np.testing.assert_allclose(logits, reference, atol=0.1 * float(jnp.abs(reference).max()) + 1e-3)
 
@@ -115,25 +115,27 @@ def test_bad_model_inputs(kwargs, shape, message):
 @pytest.mark.slow
 def test_kernel_sizes_param_tree_and_mixconv_forward():
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  vanilla = MobileNetV1(alpha=0.25, num_classes=5, kernel_sizes=(7,)).init(jax.random.key(1), images)["params"]
+  vanilla = jax.eval_shape(MobileNetV1(alpha=0.25, num_classes=5, kernel_sizes=(7,)).init, jax.random.key(1),
+                           images)["params"]
   assert vanilla["block13_dw"]["kernel"].shape == (7, 7, 1, 256)
   model = MobileNetV1(alpha=0.25, num_classes=5, kernel_sizes=(3, 5, 7), depthwise_impl="xla")
-  variables = model.init(jax.random.key(1), images)
+  variables = jax.jit(model.init)(jax.random.key(1), images)
   block = variables["params"]["block2_dw"]  # 16 channels: equal split (6, 5, 5), remainder to the first group
   assert [block[f"kernel_{i}"].shape for i in range(3)] == [(3, 3, 1, 6), (5, 5, 1, 5), (7, 7, 1, 5)]
   assert "kernel" not in block
-  exponential = MobileNetV1(alpha=0.25, kernel_sizes=(3, 5, 7), kernel_split="exponential").init(
-      jax.random.key(1), images)["params"]["block2_dw"]
+  exponential = jax.eval_shape(MobileNetV1(alpha=0.25, kernel_sizes=(3, 5, 7), kernel_split="exponential").init,
+                               jax.random.key(1), images)["params"]["block2_dw"]
   assert [exponential[f"kernel_{i}"].shape[-1] for i in range(3)] == [8, 4, 4]
   # The MixConv layer equals its groups convolved one by one with the reference loops and concatenated.
-  _, state = model.apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
+  _, state = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]))(
+      variables, images)
   x = state["intermediates"]["block1_pw"]["__call__"][0]
   kernels = [block[f"kernel_{i}"] for i in range(3)]
   expected = np.concatenate([reference_depthwise(x[..., lo:hi], k, 2)
                              for lo, hi, k in [(0, 6, kernels[0]), (6, 11, kernels[1]), (11, 16, kernels[2])]], -1)
   out = mixed_depthwise_conv(x, kernels, 2, "xla")
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-  logits = model.apply(variables, images)
+  logits = jax.jit(model.apply)(variables, images)
   assert logits.shape == (2, 5) and jnp.all(jnp.isfinite(logits))
 
 
