@@ -128,7 +128,12 @@ def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request
   # Every process kills itself once checkpoint 2 is committed: the test-only hook of mnet_jax.train.
   attempt = run(killed, 2, base_env={**os.environ, train.KILL_AFTER_CHECKPOINT: "2"})
   outputs = [p.communicate(timeout=600) for p in attempt]
-  assert [p.returncode for p in attempt] == [-signal.SIGKILL] * 2, outputs[0][1][-3000:]
+  # Process 0 hosts JAX's coordination service: when it dies first, process 1 can lose it inside the same barrier
+  # before its reply arrives and abort (SIGABRT) instead of killing itself (seen once on 2 loaded cores); both
+  # committed checkpoint 2 before the barrier, so the state to resume from is the same.
+  returncodes = [p.returncode for p in attempt]
+  assert returncodes[0] == -signal.SIGKILL and returncodes[1] in (-signal.SIGKILL, -signal.SIGABRT), (
+      returncodes, outputs[0][1][-3000:])
   assert metrics.final_metrics(killed) is None and os.listdir(killed / "checkpoints") == ["2"]
   outputs = finish(run(killed, 2))
   assert "resuming from checkpoint step 2" in outputs[0]
