@@ -170,6 +170,10 @@ def to_variables(keras_weights, alpha, num_classes=IMAGENET_CLASSES, source="the
   layers = module.layers()
   names = family.keras_names(layers)
   shapes = jax.tree.map(np.shape, initial_variables(module, abstract=True))
+  missing_fc = any(layer.kind == "fc" and names[layer.name][0] not in keras_weights for layer in layers)
+  fresh = {}  # the initialised fc layers, computed once for every fc layer the file lacks
+  if fresh_head and missing_fc:
+    fresh = jax.tree.map(np.asarray, initial_variables(module, abstract=False)["params"])
   layer_weights(keras_weights, names[layers[0].name][0], ("kernel",), source, family)  # another family: its stem
   classifier = names[layers[-1].name][0]
   if classifier not in keras_weights and not fresh_head:
@@ -186,8 +190,7 @@ def to_variables(keras_weights, alpha, num_classes=IMAGENET_CLASSES, source="the
     if layer.kind == "fc":
       keras_layer, = names[layer.name]
       if fresh_head and keras_layer not in keras_weights:
-        initial = jax.tree.map(np.asarray, initial_variables(module, abstract=False)["params"][layer.name])
-        params[layer.name] = initial
+        params[layer.name] = fresh[layer.name]
         continue
       kernel, bias = layer_weights(keras_weights, keras_layer, ("kernel", "bias"), source, family)
       kernel = kernel[0, 0] if kernel.ndim == 4 and kernel.shape[:2] == (1, 1) else kernel
