@@ -420,3 +420,22 @@ def test_command_line_converts_a_v3_file_and_refuses_another_family(tmp_path):
   step, variables = checkpoint.restore_variables(out, abstract)
   assert step == 0
   assert family_logits_difference(model, variables, "mobilenet_v3_small", 0.5, 64) <= LOGITS_TOLERANCE
+
+
+@pytest.mark.slow
+def test_file_without_the_top_keeps_the_initialised_fc_layers_with_fresh_head():
+  """A V3 file without its top lacks both fc layers; --fresh-head gives them the module's initialisation and
+  takes every other layer from the file."""
+  keras, _ = keras_modules()
+  model = keras.applications.MobileNetV3Small(input_shape=(64, 64, 3), alpha=0.75, weights=None, include_top=False,
+                                              include_preprocessing=False)
+  variables = convert.variables_from_keras_model(model, 0.75, num_classes=10, model_name="mobilenet_v3_small",
+                                                 fresh_head=True)
+  module = convert.family_module("mobilenet_v3_small", 0.75, 10, False)
+  initial = convert.initial_variables(module, abstract=False)["params"]
+  fc_layers = [layer.name for layer in module.layers() if layer.kind == "fc"]
+  assert len(fc_layers) == 2
+  for name in fc_layers:
+    jax.tree.map(np.testing.assert_array_equal, variables["params"][name], initial[name])
+  stem = module.layers()[0].name
+  assert not np.array_equal(variables["params"][stem]["kernel"], initial[stem]["kernel"])
