@@ -11,17 +11,14 @@ and 0.75. Every cell has the same recipe: on Fashion-MNIST the demo's CPU budget
 family is its `model.name`; the report keys its curves, trend check and Spearman by it.
 """
 
-from experiments import demo, sweep_base
+from experiments import sweep_base
 
 FAMILIES = (("mobilenet_v1", sweep_base.ALPHAS), ("mobilenet_v2", (1.0, 0.75, 0.5, 0.35)),
             ("mobilenet_v3_large", (1.0, 0.75)), ("mobilenet_v3_small", (1.0, 0.75)))
 
 
 def get_config(arg=None):
-  parsed = sweep_base.parse(arg)
-  if parsed.data == "fashion_mnist" and not parsed.runlocal and "budget=" not in (arg or ""):
-    return demo.get_config()  # the default on Fashion-MNIST; budget=full for the dataset config's
-  return sweep_base.base_config(arg)
+  return sweep_base.base_config(arg, default_budget="demo")  # on Fashion-MNIST; budget=full for the dataset config's
 
 
 def sweep(add, arg=None):

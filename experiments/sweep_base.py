@@ -13,9 +13,10 @@ stem): at rho = 1 the stem's output is 28 x 28, the images' own resolution, and 
 at the same rho divided by 4 (the last blocks run at 2 x 2 down to 1 x 1). A stride-1 stem would cost 4x the
 Mult-Adds for no new pixels, and the 16 cells would not train on a CPU in any reasonable time.
 
-Budgets. `budget=full` (the default) trains for the dataset config's budget (Fashion-MNIST: 3 epochs of 128-image
-steps); `budget=demo` (Fashion-MNIST only) for `make demo`'s: 180 steps, warm-up 45, so that a 16-cell sweep
-takes minutes on a laptop's CPU and each cell compares with its twin in runs/demo.
+Budgets. `budget=full` trains for the dataset config's budget (Fashion-MNIST: 3 epochs of 128-image steps);
+`budget=demo` (Fashion-MNIST only) for `make demo`'s: 180 steps, warm-up 45, so that a 16-cell sweep takes minutes
+on a laptop's CPU and each cell compares with its twin in runs/demo. Without one a sweep file's default holds:
+`full`, except families.py's `demo` on Fashion-MNIST (`parse`'s `default_budget`).
 """
 
 from mnet_jax.configs import common, fashion_mnist, imagenet
@@ -31,8 +32,12 @@ DEMO_STEPS = 180
 DEMO_WARMUP_STEPS = 45
 
 
-def parse(arg):
-  parsed = common.parse_arg(arg, data="fashion_mnist", runlocal=False, budget="full")
+def parse(arg, default_budget="full"):
+  """`arg` as a namespace (data, runlocal, budget). `default_budget` is the sweep file's budget where `arg` names
+  none: it holds for Fashion-MNIST without runlocal; elsewhere the budget is 'full'."""
+  parsed = common.parse_arg(arg, data="fashion_mnist", runlocal=False, budget="")
+  if not parsed.budget:
+    parsed.budget = default_budget if parsed.data == "fashion_mnist" and not parsed.runlocal else "full"
   if parsed.data not in BASES:
     raise ConfigError(f"config argument data={parsed.data!r} is unknown; allowed: {', '.join(BASES)}")
   if parsed.budget not in BUDGETS:
@@ -56,9 +61,10 @@ def no_argument(arg, name):
                       "with --config.field=value")
 
 
-def base_config(arg):
-  """The dataset's experiment config (mnet_jax/configs/fashion_mnist.py or imagenet.py) at the grid's top resolution."""
-  parsed = parse(arg)
+def base_config(arg, default_budget="full"):
+  """The dataset's experiment config (mnet_jax/configs/fashion_mnist.py or imagenet.py) at the grid's top resolution,
+  at the budget of `parse(arg, default_budget)`."""
+  parsed = parse(arg, default_budget)
   config = BASES[parsed.data].get_config("runlocal" if parsed.runlocal else None)
   config.alpha = 1.0
   config.resolution = RESOLUTIONS[parsed.data][0]

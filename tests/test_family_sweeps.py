@@ -37,6 +37,18 @@ def test_families_sweep_has_each_familys_widths_at_the_same_resolutions(data, re
     assert budget == {(180, 128, 0.1)}
 
 
+def test_families_sweep_trains_at_the_demo_budget_on_fashion_mnist_unless_told_otherwise():
+  def recipe(cell):  # the config but its wandb names, which carry the sweep's
+    return {k: v for k, v in cell.config.to_dict().items() if k != "wandb"}
+
+  demo_cell = next(c for c in load("demo.py").cells if c.name == "a1_r56")
+  assert recipe(next(c for c in load("families.py").cells if c.name == "a1_r56")) == recipe(demo_cell)
+  full = load("families.py:budget=full").cells[0]
+  assert full.config.num_steps != demo_cell.config.num_steps
+  assert recipe(full) == recipe(load("grid16.py").cells[0])
+  assert {c.config.num_steps for c in load("families.py:runlocal").cells} != {demo_cell.config.num_steps}
+
+
 @pytest.mark.parametrize("data,count,smallest", [("imagenet", 22, 96), ("fashion_mnist", 18, 32)])
 def test_v2_grid_is_tf_slims_published_grid(data, count, smallest):
   sweep = load(f"v2_grid.py:data={data}")
