@@ -13,7 +13,8 @@ from mnet_jax import machine
 from mnet_jax.bench import input_modes, jax_runner, torch_peer
 from mnet_jax.bench.timing import timed
 from mnet_jax.errors import ConfigError
-from mnet_jax.models.mobilenet_v1 import DTYPES, check_alpha, check_resolution
+from mnet_jax.models.mobilenet_v1 import check_alpha, check_resolution
+from mnet_jax.models.network import DTYPES
 
 CPU_SETTINGS = ((1.0, 32, 128, "float32"), (0.5, 32, 128, "float32"), (0.25, 32, 128, "float32"),
                 (1.0, 224, 16, "float32"))

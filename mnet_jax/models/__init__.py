@@ -16,7 +16,8 @@ from typing import Any, Callable
 from mnet_jax.errors import ConfigError
 from mnet_jax.models import mobilenet_v1, mobilenet_v2, mobilenet_v3
 from mnet_jax.models.mobilenet_v1 import (  # noqa: F401 (the V1 names other modules import from here)
-    ACTIVATIONS, BLOCKS, DTYPES, MIN_RESOLUTION, VARIANTS, MobileNetV1, architecture)
+    ACTIVATIONS, BLOCKS, MIN_RESOLUTION, VARIANTS, MobileNetV1, architecture)
+from mnet_jax.models.network import DTYPES  # noqa: F401
 from mnet_jax.models.mobilenet_v2 import MobileNetV2  # noqa: F401
 from mnet_jax.models.mobilenet_v3 import MobileNetV3  # noqa: F401
 from mnet_jax.models.spec import Layer, check_alpha, check_resolution  # noqa: F401

@@ -20,15 +20,12 @@ a grouped 1x1 conv with g groups (ShuffleNet, Zhang et al. 2017, arXiv:1707.0108
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mnet_jax.errors import ConfigError
-from mnet_jax.models.network import apply_layers
+from mnet_jax.models.network import apply_layers, checked_call_options
 from mnet_jax.models.spec import (  # noqa: F401 (check_* and MIN_RESOLUTION are imported from here elsewhere)
     MIN_RESOLUTION, Layer, check_alpha, check_choice, check_positive_int, check_resolution)
-from mnet_jax.ops import resolve_kernels
 from mnet_jax.ops.batchnorm import ACTIVATION_UPPER
-from mnet_jax.ops.depthwise import resolve_impl
 
 # Table 1: a 3x3 stride-2 conv to 32 channels, then 13 depthwise-separable blocks given as
 # (pointwise output channels, depthwise stride), global average pool, fully connected.
@@ -51,7 +48,6 @@ VARIANTS = ("standard", "shallow", "full_conv")
 KERNEL_SPLITS = ("equal", "exponential")
 FACTORIZATIONS = ("none", "spatial")
 ACTIVATIONS = tuple(ACTIVATION_UPPER)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def scaled_channels(channels, alpha, min_depth):
@@ -122,8 +118,8 @@ def architecture(alpha=1.0, variant="standard", num_classes=1000, min_depth=8, s
   check_positive_int("pointwise_groups", pointwise_groups)
   check_choice("channel_shuffle", channel_shuffle, (False, True))
   if variant == "full_conv" and (depthwise_factorization != "none" or pointwise_groups != 1):
-    raise ConfigError(f"variant='full_conv' has no depthwise or pointwise layers; allowed with it: "
-                      f"pointwise_groups=1 and depthwise_factorization='none'")
+    raise ConfigError("variant='full_conv' has no depthwise or pointwise layers; allowed with it: "
+                      "pointwise_groups=1 and depthwise_factorization='none'")
   if depthwise_factorization == "spatial" and len(kernel_sizes) > 1:
     raise ConfigError(f"depthwise_factorization='spatial' takes one kernel size, not kernel_sizes={kernel_sizes!r}; "
                       "allowed: e.g. (3,)")
@@ -187,18 +183,11 @@ class MobileNetV1(nn.Module):
   @nn.compact
   def __call__(self, images, train=False):
     check_choice("activation", self.activation, ACTIVATIONS)
-    check_choice("dtype", self.dtype, tuple(DTYPES))
-    kernels = resolve_kernels(self.kernels)
-    depthwise_impl = resolve_impl(self.depthwise_impl, kernels)
-    if not 0 <= self.dropout_rate < 1:
-      raise ConfigError(f"dropout_rate={self.dropout_rate!r} is not allowed: it must be in [0, 1)")
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise ConfigError(f"images of shape {images.shape} are not allowed: expected (batch, height, width, 3)")
-    for size in images.shape[1:3]:
-      check_resolution(size)
+    dtype, kernels, depthwise_impl = checked_call_options(images, self.dtype, self.dropout_rate, self.kernels,
+                                                          self.depthwise_impl)
     return apply_layers(self.layers(), images, train, activation=self.activation, dropout_rate=self.dropout_rate,
-                        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=DTYPES[self.dtype],
-                        kernels=kernels, depthwise_impl=depthwise_impl)
+                        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=dtype, kernels=kernels,
+                        depthwise_impl=depthwise_impl)
 
 
 def keras_names(layers):
