@@ -28,7 +28,10 @@ FLOAT_FILE = "model_float32.tflite"
 INT8_MODELS = {"per-channel": ("int8", "model_int8.tflite"),
                "per-tensor": ("int8_per_tensor", "model_int8_per_tensor.tflite")}
 DEFAULT_CALIBRATION_IMAGES = 300
-LOGIT_TOLERANCE = 1e-4  # absolute, float model against JAX
+# The float model's logits against JAX's: the largest difference, relative to the largest JAX logit magnitude (at
+# least 1). Two float32 runtimes sum in orders that differ by CPU (AVX-512, AVX2): a tiny cell gave 1.2e-4 on logits
+# up to 6.4 on an AMD EPYC (AVX2), above the absolute 1e-4 that held on an AVX-512 Xeon.
+LOGIT_TOLERANCE = 1e-4
 TOP1_TOLERANCE = 0.0005  # 0.05 points
 NOISE_IMAGES = 8  # logits check on uniform noise when the dataset is not at hand
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,9 +145,12 @@ def check_against_jax(model, variables, config, data, float_model, int8_models):
   if data is None:
     images = np.random.default_rng(1).uniform(-1, 1, (NOISE_IMAGES, config.resolution, config.resolution, 3))
     images = images.astype(np.float32)
-    diff = float(np.max(np.abs(Predictor(float_model, NOISE_IMAGES)(images) - np.asarray(forward(images)))))
-    return {"inputs": f"{NOISE_IMAGES} uniform-noise images in [-1, 1]", "max_abs_logit_diff": diff}
+    reference = np.asarray(forward(images))
+    return {"inputs": f"{NOISE_IMAGES} uniform-noise images in [-1, 1]",
+            "max_abs_logit_diff": float(np.max(np.abs(Predictor(float_model, NOISE_IMAGES)(images) - reference))),
+            "max_abs_logit": float(np.max(np.abs(reference)))}
   predictors, hits, count, diff = None, {"jax": 0.0, "float32": 0.0, **{key: 0.0 for key in int8_models}}, 0.0, 0.0
+  largest = 0.0
   for batch in data.eval_batches():
     images = np.asarray(data_lib.on_device(batch, config.resolution)["images"], np.float32)
     if predictors is None:
@@ -154,11 +160,13 @@ def check_against_jax(model, variables, config, data, float_model, int8_models):
     reference = np.asarray(forward(images))
     outputs = {"jax": reference, **{name: p(images) for name, p in predictors.items()}}
     diff = max(diff, float(np.max(np.abs(outputs["float32"] - reference)[mask])))
+    largest = max(largest, float(np.max(np.abs(reference)[mask])))
     for name, logits in outputs.items():
       hits[name] += float(np.sum((np.argmax(logits, -1) == labels) & mask))
     count += float(np.sum(mask))
   result = {"inputs": f"the whole {config.data.eval_split!r} split", "split": config.data.eval_split,
-            "num_examples": int(count), "max_abs_logit_diff": diff, "jax_top1": hits["jax"] / count,
+            "num_examples": int(count), "max_abs_logit_diff": diff, "max_abs_logit": largest,
+            "jax_top1": hits["jax"] / count,
             "float32_top1": hits["float32"] / count}
   for key in int8_models:
     result[f"{key}_top1"] = hits[key] / count
@@ -233,7 +241,8 @@ def export_workdir(workdir, int8=False, weights="per-channel", calibration_image
       int8_models[INT8_MODELS[scales][0]] = convert(model, variables, config.resolution, int8=True, weights=scales,
                                                     calibration=images)
   checks = check_against_jax(model, variables, config, data, float_bytes, int8_models)
-  checks["logits_within_tolerance"] = checks["max_abs_logit_diff"] <= LOGIT_TOLERANCE
+  checks["logits_within_tolerance"] = (checks["max_abs_logit_diff"]
+                                       <= LOGIT_TOLERANCE * max(1.0, checks["max_abs_logit"]))
   if data is not None:
     checks["top1_within_tolerance"] = abs(checks["float32_top1"] - checks["jax_top1"]) <= TOP1_TOLERANCE
     if final is not None and "test_top1" in final:

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gradients import gradients_function, kernel_sets_agree, rounding_spread, tree_error
 
 from mnet_jax import count as count_lib, models
 from mnet_jax.errors import ConfigError
@@ -151,13 +152,6 @@ def test_spatial_depthwise_equals_the_outer_product_kernel(impl, stride, size, d
     assert error < tolerance, error
 
 
-def loss_and_grads(module, variables, images, labels):
-  def loss(params):
-    logits, _ = module.apply({**variables, "params": params}, images, train=True, mutable=["batch_stats"])
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
-  return jax.jit(jax.value_and_grad(loss))(variables["params"])
-
-
 @pytest.mark.slow
 @needs_cpu_kernels
 def test_cpu_kernel_set_equals_portable_with_groups_shuffle_and_factorization():
@@ -167,14 +161,12 @@ def test_cpu_kernel_set_equals_portable_with_groups_shuffle_and_factorization():
   for kernels in ("portable", "cpu"):
     module = models.create("mobilenet_v1", 0.25, 3, pointwise_groups=2, channel_shuffle=True,
                            depthwise_factorization="spatial", kernels=kernels, dropout_rate=0.0, stem_stride=1)
-    variables = module.init(jax.random.key(0), images)
-    results[kernels] = loss_and_grads(module, variables, images, labels)
+    gradients = gradients_function(module, jax.jit(module.init)(jax.random.key(0), images))
+    results[kernels] = gradients(images, labels)
   (loss_p, grads_p), (loss_c, grads_c) = results["portable"], results["cpu"]
   np.testing.assert_allclose(loss_c, loss_p, rtol=1e-5)
-  # Each leaf's error over its norm (floored at 1e-3 of the largest leaf's: rounding through BatchNorm's gradient).
-  floor = 1e-3 * max(float(jnp.linalg.norm(r)) for r in jax.tree.leaves(grads_p))
-  for got, want in zip(jax.tree.leaves(grads_c), jax.tree.leaves(grads_p)):
-    assert float(jnp.linalg.norm(got - want) / (jnp.linalg.norm(want) + floor)) < 1e-3
+  spread = rounding_spread(gradients, images, labels, grads_c)  # float32 rounding through this network
+  assert kernel_sets_agree(grads_c, grads_p, spread), (tree_error(grads_c, grads_p), spread)
 
 
 def test_default_v1_layers_are_unchanged():

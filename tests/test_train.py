@@ -176,10 +176,12 @@ def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path):
 
 @pytest.mark.slow
 def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
-  # Only the first steps: this tiny net is chaotic. Float noise in the gradients (conv weights before
+  # Only the first two steps: this tiny net is chaotic. Float noise in the gradients (conv weights before
   # BatchNorm sum x * dy over mostly -1 backgrounds, which cancels) grows to percent-level differences in the
-  # loss within about 4 steps, on any two reduction orders (docs/training.md). Both runs use the portable
-  # kernels (what several devices get), so the orders differ by the split of the batch alone.
+  # loss within a few steps, on any two reduction orders (docs/training.md): step 3's loss was measured 1e-6 from
+  # the one-device run's on an AVX-512 Xeon and 0.7 % on an AMD EPYC (AVX2). Step 2's loss already depends on the
+  # first update, so on the gradient summed over both devices. Both runs use the portable kernels (what several
+  # devices get), so the orders differ by the split of the batch alone.
   flags = ["--config.num_steps=3", "--config.wandb.mode=disabled"]
   run_main(tmp_path / "one", *flags, "--config.model.kernels=portable", devices=1)
   run_main(tmp_path / "two", *flags, devices=2)
@@ -189,9 +191,9 @@ def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
   # The XLA flag took effect: two devices in one process, so `auto` chose the portable kernels.
   assert (final_two["num_devices"], final_two["num_processes"], final_two["kernels"]) == (2, 1, "portable")
   assert (final_one["num_devices"], final_one["kernels"]) == (1, "portable")
-  np.testing.assert_allclose([m["loss"] for m in two], [m["loss"] for m in one], rtol=1e-4)
+  np.testing.assert_allclose([m["loss"] for m in two[:2]], [m["loss"] for m in one[:2]], rtol=1e-5)
   np.testing.assert_allclose(two[0]["l2_grads"], one[0]["l2_grads"], rtol=1e-5)  # global BatchNorm statistics
-  np.testing.assert_allclose([m["l2_params"] for m in two], [m["l2_params"] for m in one], rtol=5e-5)
+  np.testing.assert_allclose([m["l2_params"] for m in two[:2]], [m["l2_params"] for m in one[:2]], rtol=5e-5)
   assert final_two["test_loss"] == pytest.approx(final_one["test_loss"], rel=1e-3)
 
 
