@@ -5,9 +5,8 @@ r"""The CPU kernels of mnet_jax/ops/, each against the plain XLA form it replace
 For each setting it builds the training step that `mnet_jax.bench` times (the trainer's `train.train_step` with an
 SGD-momentum update, jitted, state donated; mnet_jax/bench/jax_runner.py) once with every kernel (`all`), and once
 with each kernel swapped for what it replaces (`depthwise=xla`, `depthwise=shifted_vjp`, `pointwise=dot`,
-`batchnorm=reference`, `stem=xla_conv`), and once returning the loss alone (`metrics=loss`: XLA then drops the
-step's other metrics, the three global norms among them, as the bench's own step did before it timed the trainer's),
-then times one step of each variant in turn, `--rounds` times, and prints
+`batchnorm=reference`, `stem=xla_conv`), and once as a logged step (`norms=on`: the three global norms that the
+trainer computes only on the steps it logs; docs/training.md#workdir), then times one step of each variant in turn, `--rounds` times, and prints
 the median milliseconds a step and its ratio to `all` (> 1: the kernel makes the step that much faster). Same
 process, same inputs, in turns, so a slow spell of the machine falls on every variant. CPU only.
 """
@@ -21,24 +20,17 @@ from mnet_jax import process
 
 SETTINGS = ("0.5,32,128,1", "1.0,224,16,2")  # the Fashion-MNIST config; the paper's network at 224 px
 VARIANTS = ("depthwise=xla", "depthwise=shifted_vjp", "pointwise=dot", "batchnorm=reference", "stem=xla_conv",
-            "metrics=loss")
-
-
-def loss_only(train_step):
-  """`train_step` returning the loss alone of its metrics."""
-  def step(*args, **kwargs):
-    state, metrics = train_step(*args, **kwargs)
-    return state, {"loss": metrics["loss"]}
-  return step
+            "norms=on")
 
 
 @contextlib.contextmanager
 def variant(name):
-  """Swaps one kernel for the XLA form it replaces, or the step for its loss-only form, while the step is traced."""
+  """Swaps one kernel for the XLA form it replaces, or the step for a logged one, while the step is traced."""
   from mnet_jax import train
   from mnet_jax.ops import batchnorm, conv, pointwise
   import jax.numpy as jnp
-  swaps = {"metrics=loss": (train, "train_step", loss_only(train.train_step)),
+  step = train.train_step
+  swaps = {"norms=on": (train, "train_step", lambda *args, **kwargs: step(*args, **{**kwargs, "norms": True})),
            "pointwise=dot": (pointwise, "pointwise_conv", lambda x, kernel, kernels: jnp.dot(x, kernel)),
            "batchnorm=reference": (batchnorm, "batch_norm_act",
                                    lambda x, scale, bias, epsilon, activation, kernels:

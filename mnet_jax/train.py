@@ -160,8 +160,14 @@ def initialize_from(state, abstract_state, source_workdir):
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"], ema=ema)
 
 
+NORMS = ("l2_grads", "l2_params", "l2_updates")
+
+
 def train_step(state, batch, *, model, tx, learning_rate, num_classes, label_smoothing, ema_decay, teacher=None,
-               teacher_variables=None):
+               teacher_variables=None, norms=True):
+  """One optimizer step: (new state, metrics). `norms` (a traced bool: no recompilation either way) says whether the
+  three global norms of NORMS are computed; NaN where not. The trainer asks for them on the steps it logs alone
+  (their cost on a CPU: docs/training.md, the metrics.jsonl lines)."""
   dropout_rng = jax.random.fold_in(state.rng, state.step)
   # The teacher (mnet_jax/distill.py) sees the same augmented batch, frozen.
   teacher_logits = None if teacher is None else teacher.logits(teacher_variables, batch["images"])
@@ -186,9 +192,8 @@ def train_step(state, batch, *, model, tx, learning_rate, num_classes, label_smo
       "loss": loss,
       "top1": jnp.mean(jnp.argmax(logits, -1) == batch["labels"]),
       "learning_rate": learning_rate(state.step),
-      "l2_grads": optax.global_norm(grads),
-      "l2_params": optax.global_norm(params),
-      "l2_updates": optax.global_norm(updates),
+      **jax.lax.cond(norms, lambda trees: dict(zip(NORMS, map(optax.global_norm, trees))),
+                     lambda trees: dict.fromkeys(NORMS, jnp.float32(jnp.nan)), (grads, params, updates)),
       **extra,
   }
   if teacher is not None:
@@ -319,10 +324,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_lib.Writer(workdir, metrics_lib.start_wandb(config.wandb, config.to_dict(), workdir,
                                                                meta["wandb_run_id"]))
   step_fn = jax.jit(
-      lambda s, b, t: train_step(s, data_lib.on_device(b, config.resolution), model=model, tx=tx,
-                                 learning_rate=learning_rate, num_classes=data.num_classes,
-                                 label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
-                                 teacher=teacher, teacher_variables=t),
+      lambda s, b, t, n: train_step(s, data_lib.on_device(b, config.resolution), model=model, tx=tx,
+                                    learning_rate=learning_rate, num_classes=data.num_classes,
+                                    label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
+                                    teacher=teacher, teacher_variables=t, norms=n),
       donate_argnums=0)
   eval_with_teacher = jax.jit(
       lambda v, b, t: eval_step(v, data_lib.on_device(b, config.resolution), model=model, num_classes=data.num_classes,
@@ -350,6 +355,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   bar = metrics_lib.progress_bar(num_steps, start_step)
   pending = None  # (step, device metrics) of the previous step, fetched one step late
 
+  def logged(step):
+    return step % log_every == 0 or step == num_steps
+
   def handle(step, device_metrics):
     host = jax.device_get(device_metrics)
     if not np.isfinite(host["loss"]):
@@ -359,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if bar is not None:
       bar.update(1)
       bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{chrono.interval_rate() or 0:.0f}")
-    if step % log_every == 0 or step == num_steps:
+    if logged(step):
       writer.write({"step": step, **host, "images_per_second": chrono.interval_rate(),
                     "epoch": step / data.steps_per_epoch})
       chrono.new_interval()
@@ -368,7 +376,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = start_step
     batches = prefetch(data.train_batches(data_position), batch_sharding)
     while step < num_steps:
-      state, device_metrics = step_fn(state, next(batches), teacher_variables)
+      state, device_metrics = step_fn(state, next(batches), teacher_variables, logged(step + 1))
       step += 1
       if pending is not None:
         handle(*pending)

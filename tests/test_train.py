@@ -72,6 +72,7 @@ def test_train_and_evaluate_writes_config_metrics_and_checkpoints(tmp_path):
   assert [m["step"] for m in lines] == list(range(1, 11))
   for m in lines:
     assert {"loss", "top1", "learning_rate", "l2_grads", "l2_params", "l2_updates", "images_per_second"} <= set(m)
+    assert np.isfinite([m["l2_grads"], m["l2_params"], m["l2_updates"]]).all()  # computed on every logged step
   assert lines[0]["loss"] == pytest.approx(np.log(10), abs=0.5)  # a fresh 10-class classifier
   assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints")) == [5, 10]
   # A finished run is not trained again: the same final line comes back at once.

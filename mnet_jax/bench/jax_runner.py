@@ -1,7 +1,8 @@
 """This project's side of the benchmark: the trainer's jitted training step and the inference forward of a model.
 
 The step is `train.train_step` jitted as `train.train_and_evaluate` jits it (`data.on_device` first, the
-`TrainState` of `train.init_state` donated), with the bench's own optimizer: SGD with momentum at a constant
+`TrainState` of `train.init_state` donated), a step between log lines (no global norms), with the bench's own
+optimizer: SGD with momentum at a constant
 learning rate, no label smoothing, no EMA, the PyTorch peer's update (docs/benchmarks.md says what else differs
 from a training run).
 """
@@ -30,7 +31,8 @@ def jitted_step(model, resolution, tx):
   """`train.train_step` for `model` (bench.model.Model) and optimizer `tx`, jitted as the trainer jits it."""
   return jax.jit(lambda s, b: train.train_step(s, data_lib.on_device(b, resolution), model=model.module, tx=tx,
                                                learning_rate=optax.constant_schedule(LEARNING_RATE),
-                                               num_classes=model.num_classes, label_smoothing=0.0, ema_decay=0.0),
+                                               num_classes=model.num_classes, label_smoothing=0.0, ema_decay=0.0,
+                                               norms=False),
                  donate_argnums=0)
 
 
