@@ -29,8 +29,8 @@ INT8_MODELS = {"per-channel": ("int8", "model_int8.tflite"),
                "per-tensor": ("int8_per_tensor", "model_int8_per_tensor.tflite")}
 DEFAULT_CALIBRATION_IMAGES = 300
 # The float model's logits against JAX's: the largest difference, relative to the largest JAX logit magnitude (at
-# least 1). Two float32 runtimes sum in orders that differ by CPU (AVX-512, AVX2): a tiny cell gave 1.2e-4 on logits
-# up to 6.4 on an AMD EPYC (AVX2), above the absolute 1e-4 that held on an AVX-512 Xeon.
+# least 1): two float32 runtimes sum in orders that differ by CPU (AVX-512, AVX2; docs/perf-log.md, 2026-12-06
+# ae42654).
 LOGIT_TOLERANCE = 1e-4
 TOP1_TOLERANCE = 0.0005  # 0.05 points
 NOISE_IMAGES = 8  # logits check on uniform noise when the dataset is not at hand

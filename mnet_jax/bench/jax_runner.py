@@ -2,9 +2,8 @@
 
 The step is `train.train_step` jitted as `train.train_and_evaluate` jits it (`data.on_device` first, the
 `TrainState` of `train.init_state` donated), a step between log lines (no global norms), with the bench's own
-optimizer: SGD with momentum at a constant
-learning rate, no label smoothing, no EMA, the PyTorch peer's update (docs/benchmarks.md says what else differs
-from a training run).
+optimizer: SGD with momentum at a constant learning rate, no label smoothing, no EMA, the PyTorch peer's update
+(docs/benchmarks.md says what else differs from a training run).
 """
 
 import functools
