@@ -9,6 +9,7 @@ a kill. The prepared copies are `mnet_jax.prepare`'s of mock ImageNet. One proce
 gets the same test metrics (Fashion-MNIST).
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -20,18 +21,35 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-from mnet_jax import metrics, train
+from mnet_jax import evaluate, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MOCK_EXAMPLES = 80
 # Runs a module's main under tfds.testing.mock_data (random examples, the same in every process) when asked.
-ENTRY = """
+# JAX writes the persistent compilation cache from process 0 alone, and on one CPU host each process's programs have
+# their own cache keys (the key hashes the devices' topology): without the first lines, process 1 would compile
+# every program in every run, 17 s of a 2-process run here. They only let process 1 write its own entries.
+ENTRY = f"""
 import runpy, sys
+from jax._src import compiler, distributed
+
+
+def write_from_every_process(*args, write=compiler._cache_write, **kwargs):
+  process_id, distributed.global_state.process_id = distributed.global_state.process_id, 0
+  try:
+    write(*args, **kwargs)
+  finally:
+    distributed.global_state.process_id = process_id
+
+
+compiler._cache_write = write_from_every_process
 module, mock = sys.argv[1], sys.argv[2] == "mock"
 sys.argv = [module, *sys.argv[3:]]
 if mock:
   import tensorflow_datasets as tfds
-  with tfds.testing.mock_data(num_examples=80):
+  with tfds.testing.mock_data(num_examples={MOCK_EXAMPLES}):
     runpy.run_module(module, run_name="__main__")
 else:
   runpy.run_module(module, run_name="__main__")
@@ -67,11 +85,10 @@ CASES = {
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
   """Both prepared formats of mock ImageNet, written once for the module."""
-  import tensorflow_datasets as tfds
   from mnet_jax.configs import imagenet
   from mnet_jax import prepare
   out = str(tmp_path_factory.mktemp("prepared"))
-  with tfds.testing.mock_data(num_examples=80):
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
     prepare.prepare(imagenet.get_config("runlocal"), out, size=40, shard_size=16)
   return out
 
@@ -82,19 +99,19 @@ def free_port():
     return s.getsockname()[1]
 
 
-def start(module, case, workdir, processes, *flags, prepared=None, base_env=None):
-  """`processes` processes of `module` (one CPU device each), with --multihost when there are several."""
+def start(case, workdir, processes, *flags, prepared=None, base_env=None):
+  """`processes` training processes of the case (one CPU device each), with --multihost when there are several."""
   port = free_port()
   started = []
   case_flags = [flag.format(prepared=prepared) for flag in case.flags]
   for index in range(processes):
     env = {**(base_env or os.environ), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    args = [*case_flags, "--workdir", str(workdir), *flags] if module == "mnet_jax.main" else [*flags]
+    args = [*case_flags, "--workdir", str(workdir), *flags]
     if processes > 1:
       env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes),
                  JAX_PROCESS_ID=str(index))
       args.append("--multihost")
-    started.append(subprocess.Popen([sys.executable, "-c", ENTRY, module, "mock" if case.mock else "real", *args],
+    started.append(subprocess.Popen([sys.executable, "-c", ENTRY, "mnet_jax.main", "mock" if case.mock else "real", *args],
                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return started
 
@@ -115,7 +132,7 @@ def train_lines(workdir):
 def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request, name):
   case = CASES[name]
   prepared = request.getfixturevalue("prepared") if PREPARED in case.flags else None
-  run = functools.partial(start, "mnet_jax.main", case, prepared=prepared)
+  run = functools.partial(start, case, prepared=prepared)
   reference, killed = tmp_path / "reference", tmp_path / "killed"
   reference_processes = 1 if case.order_independent_of_processes else 2
   # One process with one device computes with the same kernel set as two (several devices: portable).
@@ -163,11 +180,12 @@ def test_two_processes_killed_and_resumed_end_as_the_reference(tmp_path, request
     assert actual["test_loss"] == pytest.approx(expected["test_loss"], rel=TEST_LOSS_REL)
     assert actual["test_top1"] == pytest.approx(expected["test_top1"], abs=2.5 / actual["num_examples"])
 
-  # The same checkpoint evaluated by one process: the whole split, each example once, whatever the process count.
+  # The same checkpoint evaluated by one process (this one, with its one CPU device): the whole split, each example
+  # once, whatever the process count.
   alone = tmp_path / "alone"
   shutil.copytree(killed, alone)
-  finish(start("mnet_jax.evaluate", case, alone, 1, "--workdir", str(alone)))
-  again = metrics.final_metrics(alone)
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES) if case.mock else contextlib.nullcontext():
+    again = evaluate.evaluate_workdir(alone)
   assert again["num_examples"] == actual["num_examples"]
   # Under mock_data one process got a test loss 4e-4 (relative) from two processes' on the same checkpoint; whether
   # its random examples for half a split are those of the whole split is not established: real data only.
