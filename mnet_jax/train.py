@@ -138,9 +138,8 @@ def init_state(model, tx, config, mesh):
                       rng=dropout_rng)
 
   rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(init, rng)
-  shardings = jax.tree.map(lambda _: replicated, abstract)
-  return jax.jit(init, out_shardings=shardings)(rng), checkpoint.with_sharding(abstract, replicated)
+  traced = jax.jit(init, out_shardings=replicated).trace(rng)  # one trace: the state's shapes and its program
+  return traced.lower().compile()(rng), traced.out_info
 
 
 def initialize_from(state, abstract_state, source_workdir):
