@@ -29,8 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCK_EXAMPLES = 80
 # Runs a module's main under tfds.testing.mock_data (random examples, the same in every process) when asked.
 # JAX writes the persistent compilation cache from process 0 alone, and on one CPU host each process's programs have
-# their own cache keys (the key hashes the devices' topology): without the first lines, process 1 would compile
-# every program in every run, 17 s of a 2-process run here. They only let process 1 write its own entries.
+# their own cache keys (docs/multihost.md): without the first lines, process 1 would compile every program in every
+# run. They only let process 1 write its own entries.
 ENTRY = f"""
 import runpy, sys
 from jax._src import compiler, distributed
