@@ -111,8 +111,9 @@ def start(case, workdir, processes, *flags, prepared=None, base_env=None):
       env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes),
                  JAX_PROCESS_ID=str(index))
       args.append("--multihost")
-    started.append(subprocess.Popen([sys.executable, "-c", ENTRY, "mnet_jax.main", "mock" if case.mock else "real", *args],
-                                    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    command = [sys.executable, "-c", ENTRY, "mnet_jax.main", "mock" if case.mock else "real", *args]
+    started.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True))
   return started
 
 
