@@ -27,7 +27,7 @@ from mnet_jax import evaluate, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOCK_EXAMPLES = 80
-# Runs a module's main under tfds.testing.mock_data (random examples, the same in every process) when asked.
+# Runs mnet_jax.main, under tfds.testing.mock_data (random examples, the same in every process) when asked.
 # JAX writes the persistent compilation cache from process 0 alone, and on one CPU host each process's programs have
 # their own cache keys (docs/multihost.md): without the first lines, process 1 would compile every program in every
 # run. They only let process 1 write its own entries.
@@ -45,14 +45,14 @@ def write_from_every_process(*args, write=compiler._cache_write, **kwargs):
 
 
 compiler._cache_write = write_from_every_process
-module, mock = sys.argv[1], sys.argv[2] == "mock"
-sys.argv = [module, *sys.argv[3:]]
+mock = sys.argv[1] == "mock"
+sys.argv = ["mnet_jax.main", *sys.argv[2:]]
 if mock:
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples={MOCK_EXAMPLES}):
-    runpy.run_module(module, run_name="__main__")
+    runpy.run_module("mnet_jax.main", run_name="__main__")
 else:
-  runpy.run_module(module, run_name="__main__")
+  runpy.run_module("mnet_jax.main", run_name="__main__")
 """
 
 
@@ -111,9 +111,8 @@ def start(case, workdir, processes, *flags, prepared=None, base_env=None):
       env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes),
                  JAX_PROCESS_ID=str(index))
       args.append("--multihost")
-    command = [sys.executable, "-c", ENTRY, "mnet_jax.main", "mock" if case.mock else "real", *args]
-    started.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True))
+    started.append(subprocess.Popen([sys.executable, "-c", ENTRY, "mock" if case.mock else "real", *args], cwd=REPO,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return started
 
 
